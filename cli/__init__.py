@@ -1,0 +1,1 @@
+"""The `embed` command line: thin wiring from options to package functions."""

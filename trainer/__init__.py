@@ -1,0 +1,1 @@
+"""Decoder trainer: targets, decoder, loader, losses, training, post-processing, metrics, evaluation."""
