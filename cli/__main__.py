@@ -1,0 +1,5 @@
+import sys
+
+from embedstore.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,191 @@
+"""`embed`: the command line. Each command parses options and calls one package function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from embedstore.errors import EmbedstoreError
+
+app = typer.Typer(
+    name="embed",
+    help="Run frozen encoders once into a Zarr feature store; train and evaluate cell-segmentation decoders from it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+console = Console()
+
+
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    """``["key=value", ...]`` -> dict; a pair without '=' is a user error."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise EmbedstoreError(f"--option {pair!r}: expected KEY=VALUE")
+        options[key.strip().replace("-", "_")] = value.strip()
+    return options
+
+
+def default_store_path(dataset: str, options: dict[str, str]) -> Path:
+    suffix = f"-{options['magnification']}" if "magnification" in options else ""
+    return Path(f"{dataset}{suffix}.zarr")
+
+
+@app.command()
+def extract(
+    encoder: Annotated[str, typer.Option(help="Encoder name (see `embed encoders`) or timm:<model name>.")],
+    dataset: Annotated[Optional[str], typer.Option(help="Dataset adapter (see `embed datasets`); needed until the store is ingested.")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder in its native layout.")] = None,
+    store: Annotated[Optional[Path], typer.Option(help="Store folder (default: ./<dataset>[-<mag>].zarr).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per encoder forward pass.")] = 16,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
+    dtype: Annotated[str, typer.Option(help="Compute precision: auto (fp16 on CUDA, fp32 on CPU) | fp16 | bf16 | fp32. Stored as float16 unless fp32.")] = "auto",
+    views: Annotated[int, typer.Option(help="1, or 8 to cache all dihedral views for augmentation.")] = 1,
+    weights: Annotated[str, typer.Option(help="hub (HF Hub / timm, honours HF_HOME, HF_TOKEN, HF_HUB_OFFLINE) | random | PATH to .safetensors/.pt.")] = "hub",
+    seed: Annotated[int, typer.Option(help="Seed for --weights random.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace features of this encoder written with other weights/settings.")] = False,
+    magnification: Annotated[Optional[str], typer.Option(help="Dataset magnification where the adapter has several (cytodark0: 20x | 40x).")] = None,
+    tile_size: Annotated[int, typer.Option(help="Tile side in pixels.")] = 256,
+    stride: Annotated[Optional[int], typer.Option(help="Tile stride (default = tile size; smaller overlaps).")] = None,
+    option: Annotated[list[str], typer.Option("--option", "-o", help="Dataset option KEY=VALUE (repeatable).")] = [],
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Ingest a dataset (once) and write an encoder's four levels for every tile; resumes after a kill."""
+    from embedstore.pipeline import extract_into_store
+
+    options = parse_options(option)
+    if magnification:
+        options["magnification"] = magnification
+    if store is None:
+        if dataset is None:
+            raise EmbedstoreError("give --dataset (to ingest) or --store (an existing store)")
+        store = default_store_path(dataset, options)
+    report = extract_into_store(
+        store, encoder, dataset=dataset, data_dir=data_dir, options=options, tile_size=tile_size,
+        stride=stride, weights=weights, seed=seed, batch_size=batch_size, device=device, dtype=dtype,
+        views=views, overwrite=overwrite, show_progress=not quiet,
+    )
+    if report.tiles_written:
+        console.print(f"{store}: features/{report.key}: wrote {report.tiles_written} tiles "
+                      f"({report.tiles_per_s:.1f} tiles/s), {report.tiles_skipped} already committed")
+    else:
+        console.print(f"{store}: features/{report.key}: all {report.tiles_total} tiles already committed")
+
+
+@app.command()
+def info(store: Annotated[str, typer.Argument(help="Store folder, .zip or URL.")]) -> None:
+    """Describe a store: dataset, tiles per split, classes, encoders and their completeness, size."""
+    from embedstore.store_info import describe_store
+
+    d = describe_store(store)
+    ds = d["dataset"]
+    console.print(f"[bold]{store}[/bold]  schema {d['schema_version']}, {d['created_by']}, "
+                  f"{d['bytes'] / 2**20:.1f} MiB on disk")
+    console.print(f"dataset {ds.get('name')}: {d['n_samples']} tiles of {d['tile_size']} px, "
+                  f"{ds.get('magnification')} ({ds.get('um_per_px')} um/px), "
+                  f"classes: {', '.join(ds.get('classes', [])) or 'none'}"
+                  + ("" if d["ingest_complete"] else "  [red](ingest incomplete)[/red]"))
+    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))
+    table = Table("encoder", "fingerprint", "levels (C x h x w)", "dtype", "views", "committed", "MiB")
+    for key, g in d["encoders"].items():
+        table.add_row(key, g["fingerprint"], "  ".join("x".join(map(str, s)) for s in g["level_shapes"]),
+                      g["storage_dtype"], str(g["views"]), f"{g['committed']}/{g['total']}",
+                      f"{g['bytes'] / 2**20:.1f}")
+    console.print(table if d["encoders"] else "no encoder features yet")
+
+
+@app.command()
+def verify(store: Annotated[str, typer.Argument(help="Store folder, .zip or URL.")],
+           quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False) -> None:
+    """Read every committed chunk back; exit 1 if anything is unreadable, non-finite or incomplete."""
+    from embedstore.store import open_store
+    from embedstore.verify import verify_store
+
+    report = verify_store(open_store(store), show_progress=not quiet)
+    for key, (done, total) in report.groups.items():
+        console.print(f"features/{key}: {done}/{total} tiles committed")
+    if report.ok:
+        console.print(f"ok: {report.tiles_checked} tiles and their committed features read back")
+        return
+    for problem in report.problems:
+        console.print(f"[red]problem:[/red] {problem}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def encoders() -> None:
+    """List registered encoders (any timm model also works as timm:<name>)."""
+    from embedstore.encoders import list_specs
+
+    table = Table("name", "source", "family", "levels", "dims", "grid @256", "licence")
+    for s in list_specs():
+        table.add_row(s.key, s.source, s.family, ",".join(map(str, s.levels)), ",".join(map(str, s.dims)),
+                      ",".join(map(str, s.grids)), s.licence + (" (gated)" if s.gated else ""))
+    console.print(table)
+
+
+@app.command()
+def datasets() -> None:
+    """List dataset adapters and their options."""
+    from embedstore.datasets import list_datasets
+
+    table = Table("name", "description")
+    for name, description in list_datasets():
+        table.add_row(name, description)
+    console.print(table)
+
+
+bench_app = typer.Typer(help="Benchmarks that print ratios measured in one run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("extract")
+def bench_extract_cmd(
+    encoder: Annotated[str, typer.Option(help="Encoder (random weights).")] = "vit-b-22k",
+    n_tiles: Annotated[int, typer.Option(help="Synthetic tiles.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
+    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+) -> None:
+    """Extraction tiles/s vs the bare encoder forward on the same batches; bytes per tile per level."""
+    from embedstore.bench_extract import bench_extract
+
+    r = bench_extract(encoder, n_tiles=n_tiles, batch_size=batch_size, device=device)
+    console.print(f"{r['encoder']} on {r['device']}, {r['n_tiles']} tiles, batch {r['batch_size']}")
+    console.print(f"bare encoder forward: {r['bare_tiles_per_s']:.2f} tiles/s")
+    console.print(f"extract (read + forward + write): {r['extract_tiles_per_s']:.2f} tiles/s")
+    console.print(f"ratio extract/bare: {r['ratio']:.3f}")
+    console.print("bytes per tile: images " + f"{r['image_bytes_per_tile']:.0f}, " + ", ".join(
+        f"{k} {v:.0f}" for k, v in r["bytes_per_tile_per_level"].items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line and exit non-zero, never a traceback."""
+    err = Console(stderr=True)
+    try:
+        code = app(args=argv, prog_name="embed", standalone_mode=False)
+    except EmbedstoreError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return 1
+    except typer.exceptions.Abort:
+        err.print("interrupted; committed work is kept and the same command resumes", highlight=False)
+        return 130
+    except typer.exceptions.TyperException as e:  # usage errors: unknown option, bad value, missing argument
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `embed` or `embed bench`: show the help
+            console.print(e.format_message(), highlight=False)
+            return 0
+        ctx = getattr(e, "ctx", None)
+        where = f"embed {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "embed"
+        err.print(f"[red]error:[/red] {e.format_message()} (see `{where} --help`)", highlight=False,
+                  soft_wrap=True)
+        return int(getattr(e, "exit_code", 2))
+    except KeyboardInterrupt:
+        err.print("interrupted; committed work is kept and the same command resumes", highlight=False)
+        return 130
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,308 @@
+"""Run a frozen encoder once over a store's tiles and write its four levels, resumably.
+
+Data flow: a reader thread decodes whole image shards (and makes the dihedral views) ahead of the
+encoder; the main thread runs the encoder in batches that may span shards; finished shards go to a
+writer pool, one writer per shard, which writes the levels and then that shard's ``done`` chunk.
+A run killed at any moment leaves every shard either committed (``done`` set) or recomputed on resume.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from embedstore import __version__
+from embedstore.dihedral import dihedral
+from embedstore.encoders import FrozenEncoder
+from embedstore.errors import EmbedstoreError
+from embedstore.progress import progress_bar
+from embedstore.store import COMPRESSOR, Store
+
+COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+FP16_MAX = 65504.0
+
+
+def feature_key(encoder_key: str) -> str:
+    """Group name of an encoder inside ``features/`` (``timm:resnet18`` -> ``timm-resnet18``)."""
+    return encoder_key.replace(":", "-").replace("/", "-")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when available; an unavailable explicit device is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise EmbedstoreError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise EmbedstoreError(f"--device {device}: expected auto, cpu or cuda[:N]")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> str:
+    """``auto`` computes in fp16 on CUDA and fp32 on CPU (CPU half precision is slow and lossy)."""
+    if dtype == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if dtype not in COMPUTE_DTYPES:
+        raise EmbedstoreError(f"--dtype {dtype}: expected auto, fp16, bf16 or fp32")
+    return dtype
+
+
+def check_options(*, views: int, batch_size: int, device: str, dtype: str) -> None:
+    """Reject bad extraction options before any ingest or model loading work starts."""
+    if views not in (1, 8):
+        raise EmbedstoreError(f"--views {views}: expected 1 or 8")
+    if batch_size < 1:
+        raise EmbedstoreError(f"--batch-size {batch_size}: must be >= 1")
+    resolve_dtype(dtype, resolve_device(device))
+
+
+@dataclass
+class ExtractReport:
+    """What one extraction run did, for the CLI summary and the benchmark."""
+
+    key: str
+    tiles_total: int
+    tiles_skipped: int
+    tiles_written: int = 0
+    seconds: float = 0.0
+    encoder_seconds: float = 0.0
+
+    @property
+    def tiles_per_s(self) -> float:
+        return self.tiles_written / self.seconds if self.seconds else 0.0
+
+
+def storage_dtype(requested: str) -> str:
+    """Features are stored as float16 (half the bytes) unless fp32 was asked for explicitly."""
+    return "float32" if requested == "fp32" else "float16"
+
+
+def group_attrs(encoder: FrozenEncoder, tile_size: int, views: int, dtype: str, stored: str) -> dict[str, Any]:
+    """Everything needed to reproduce or refuse to mix features: spec, weights, preprocessing, versions."""
+    shapes = encoder.level_shapes(tile_size)
+    return {
+        "encoder": encoder.spec.to_dict(),
+        "fingerprint": encoder.fingerprint,
+        "weights_source": encoder.weights_source,
+        "tile_size": tile_size,
+        "views": views,
+        "storage_dtype": stored,
+        "compute_dtype": dtype,
+        "level_shapes": [list(s) for s in shapes],
+        "library_versions": {
+            "embedstore": __version__,
+            "torch": torch.__version__,
+            "timm": version("timm"),
+            "zarr": zarr.__version__,
+        },
+    }
+
+
+_IDENTITY_FIELDS = ("encoder", "fingerprint", "tile_size", "views", "storage_dtype", "level_shapes")
+
+
+def prepare_group(store: Store, key: str, attrs: dict[str, Any], overwrite: bool) -> zarr.Group:
+    """Create the feature group, or reopen a compatible one; a different encoder/weights is refused."""
+    n, t, v = store.n_samples, store.tiles_per_shard, attrs["views"]
+    if key in store.feature_keys():
+        group = store.group[f"features/{key}"]
+        old = dict(group.attrs)
+        diff = [f for f in _IDENTITY_FIELDS if old.get(f) != attrs[f]]
+        if not diff:
+            return group
+        if not overwrite:
+            raise EmbedstoreError(
+                f"{store.location}: features/{key} was written with a different "
+                f"{', '.join(diff)} (stored fingerprint {old.get('fingerprint')}, now {attrs['fingerprint']}); "
+                "pass --overwrite to replace it"
+            )
+        del store.group[f"features/{key}"]
+    group = store.group.require_group(f"features/{key}")
+    for k, (c, h, w) in enumerate(attrs["level_shapes"]):
+        group.create_array(f"level_{k}", shape=(n, v, c, h, w), dtype=attrs["storage_dtype"],
+                           chunks=(1, v, c, h, w), shards=(t, v, c, h, w), compressors=COMPRESSOR,
+                           fill_value=0)
+    group.create_array("done", shape=(n, v), dtype=bool, chunks=(t, v), fill_value=False)
+    group.attrs.update(attrs)
+    return group
+
+
+@dataclass
+class _Block:
+    """Feature buffer of one shard: filled by the encoder loop, then written whole by one writer."""
+
+    index: slice
+    views: int
+    levels: list[np.ndarray]
+    filled: int = 0
+    n_items: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.n_items = (self.index.stop - self.index.start) * self.views
+
+
+def _views(images: np.ndarray, views: int) -> np.ndarray:
+    """(T, S, S, 3) -> (T*V, S, S, 3), tile-major then view, view t = dihedral transform t."""
+    if views == 1:
+        return images
+    return np.stack([dihedral(img, t) for img in images for t in range(views)])
+
+
+def _read_ahead(store: Store, blocks: list[slice], views: int, out: queue.Queue,
+                stop: threading.Event) -> None:
+    """Reader thread: decode whole image shards ahead of the encoder."""
+    try:
+        images = store.group["images"]
+        for block in blocks:
+            if stop.is_set():
+                break
+            out.put((block, np.ascontiguousarray(_views(images[block], views))))
+    except BaseException as err:  # handed to the main thread, which re-raises
+        out.put(err)
+    out.put(None)
+
+
+def _batches(blocks: Iterator[tuple[_Block, np.ndarray]], batch_size: int
+             ) -> Iterator[tuple[list[tuple[_Block, int, int]], np.ndarray]]:
+    """Re-cut a stream of per-shard item arrays into encoder batches that may span shards."""
+    carry: deque[tuple[_Block, int, np.ndarray]] = deque()
+    size = 0
+    exhausted = False
+    while True:
+        while size < batch_size and not exhausted:
+            nxt = next(blocks, None)
+            if nxt is None:
+                exhausted = True
+            else:
+                carry.append((nxt[0], 0, nxt[1]))
+                size += len(nxt[1])
+        if not carry:
+            return
+        parts, arrays, need = [], [], batch_size
+        while carry and need:
+            block, start, items = carry.popleft()
+            take = min(need, len(items))
+            parts.append((block, start, take))
+            arrays.append(items[:take])
+            if take < len(items):
+                carry.appendleft((block, start + take, items[take:]))
+            need -= take
+            size -= take
+        yield parts, arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _to_storage(level: torch.Tensor, np_dtype: np.dtype) -> np.ndarray:
+    """Device tensor -> host array in the storage dtype (float16 clamps to its finite range)."""
+    level = level.float()
+    if np_dtype == np.float16:
+        level = level.clamp(-FP16_MAX, FP16_MAX).to(torch.float16)
+    return level.cpu().numpy()
+
+
+def _write(group: zarr.Group, block: _Block) -> None:
+    for k, level in enumerate(block.levels):
+        group[f"level_{k}"][block.index] = level
+    group["done"][block.index] = True  # the commit marker, written after the data
+
+
+def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, device: str = "auto",
+            dtype: str = "auto", views: int = 1, overwrite: bool = False, writers: int = 2,
+            show_progress: bool = True) -> ExtractReport:
+    """Compute and write the four levels for every tile without a ``done`` marker.
+
+    Runs in inference mode (autocast to ``dtype`` off fp32); resumes where a killed run stopped and
+    never redoes committed shards.
+    """
+    check_options(views=views, batch_size=batch_size, device=device, dtype=dtype)
+    if store.read_only:
+        raise EmbedstoreError(f"{store.location}: store is opened read-only; extract into a local copy")
+    if not store.ingest_complete:
+        raise EmbedstoreError(f"{store.location}: dataset ingest is incomplete; run extract with --dataset again")
+    dev = resolve_device(device)
+    stored = storage_dtype(dtype)
+    dtype = resolve_dtype(dtype, dev)
+    encoder = encoder.to(dev)
+    key = feature_key(encoder.spec.key)
+    attrs = group_attrs(encoder, store.tile_size, views, dtype, stored)
+    group = prepare_group(store, key, attrs, overwrite)
+    done = np.asarray(group["done"][:]).all(axis=1)
+    pending = [b for b in store.blocks() if not done[b].all()]
+    report = ExtractReport(key=key, tiles_total=store.n_samples,
+                           tiles_skipped=store.n_samples - sum(b.stop - b.start for b in pending))
+    if not pending:
+        return report
+    shapes = [tuple(s) for s in attrs["level_shapes"]]
+    np_dtype = np.dtype(attrs["storage_dtype"])
+    compute = COMPUTE_DTYPES[dtype]
+    autocast = compute != torch.float32
+    start = time.perf_counter()
+    reads: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    reader = threading.Thread(target=_read_ahead, args=(store, pending, views, reads, stop), daemon=True)
+    reader.start()
+
+    def shard_stream() -> Iterator[tuple[_Block, np.ndarray]]:
+        while (item := reads.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            block_slice, items = item
+            n = block_slice.stop - block_slice.start
+            levels = [np.empty((n, views, *s), dtype=np_dtype) for s in shapes]
+            yield _Block(block_slice, views, levels), items
+
+    in_flight: deque[Future] = deque()
+    with progress_bar(f"extract {key}", total=store.n_samples, unit="tiles", enabled=show_progress) as advance, \
+            ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
+        advance(report.tiles_skipped)
+        try:
+            for parts, batch in _batches(shard_stream(), batch_size):
+                t0 = time.perf_counter()
+                x = torch.from_numpy(batch)
+                if dev.type == "cuda":
+                    x = x.pin_memory().to(dev, non_blocking=True)
+                with torch.inference_mode():
+                    with torch.autocast(dev.type, dtype=compute, enabled=autocast):
+                        outs = encoder(x)
+                    arrays = [_to_storage(out, np_dtype) for out in outs]
+                report.encoder_seconds += time.perf_counter() - t0
+                offset = 0
+                for block, first, count in parts:
+                    for level, arr in zip(block.levels, arrays):
+                        flat = level.reshape(block.n_items, *level.shape[2:])
+                        flat[first:first + count] = arr[offset:offset + count]
+                    offset += count
+                    block.filled += count
+                    if block.filled == block.n_items:
+                        in_flight.append(pool.submit(_write, group, block))
+                        report.tiles_written += block.index.stop - block.index.start
+                        advance(block.index.stop - block.index.start)
+                while in_flight and (in_flight[0].done() or len(in_flight) > 2 * writers):
+                    in_flight.popleft().result()
+            while in_flight:
+                in_flight.popleft().result()
+        finally:
+            stop.set()
+            while reader.is_alive():  # unblock a reader waiting on a full queue
+                try:
+                    reads.get_nowait()
+                except queue.Empty:
+                    reader.join(timeout=0.05)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def completeness(group: zarr.Group) -> tuple[int, int]:
+    """(committed tiles, total tiles) of a feature group: a tile counts when all its views are done."""
+    done = np.asarray(group["done"][:])
+    return int(done.all(axis=1).sum()), int(done.shape[0])

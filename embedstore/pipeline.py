@@ -1,0 +1,42 @@
+"""Dataset -> store -> features in one call: what `embed extract` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from embedstore.datasets import get_dataset
+from embedstore.encoders import build_encoder, get_spec
+from embedstore.errors import EmbedstoreError
+from embedstore.extract import ExtractReport, check_options, extract, resolve_device
+from embedstore.store import Store, ingest, open_store
+
+
+def ingest_dataset(location: str | Path, dataset: str, *, data_dir: str | Path | None = None,
+                   options: dict[str, Any] | None = None, tile_size: int = 256, stride: int | None = None,
+                   show_progress: bool = True) -> Store:
+    """Tile a dataset from its native layout into the store (a no-op when already ingested)."""
+    options = dict(options or {})
+    adapter = get_dataset(dataset, data_dir, tile_size=tile_size, stride=stride, **options)
+    signature = {**options, "stride": stride if stride is not None else tile_size}
+    return ingest(adapter, location, tile_size=tile_size, options=signature, show_progress=show_progress)
+
+
+def extract_into_store(location: str | Path, encoder: str, *, dataset: str | None = None,
+                       data_dir: str | Path | None = None, options: dict[str, Any] | None = None,
+                       tile_size: int = 256, stride: int | None = None, weights: str = "hub", seed: int = 0,
+                       batch_size: int = 16, device: str = "auto", dtype: str = "auto", views: int = 1,
+                       overwrite: bool = False, show_progress: bool = True) -> ExtractReport:
+    """Ingest ``dataset`` if needed, then write ``encoder``'s levels for every uncommitted tile."""
+    spec = get_spec(encoder)  # fail fast on an unknown encoder or option before any ingest work
+    check_options(views=views, batch_size=batch_size, device=device, dtype=dtype)
+    if dataset is not None:
+        store = ingest_dataset(location, dataset, data_dir=data_dir, options=options, tile_size=tile_size,
+                               stride=stride, show_progress=show_progress)
+    elif Path(location).exists():
+        store = open_store(location, mode="r+")
+    else:
+        raise EmbedstoreError(f"{location}: no such store; give --dataset to create it")
+    model = build_encoder(spec, weights, seed=seed, device=resolve_device(device))
+    return extract(store, model, batch_size=batch_size, device=device, dtype=dtype, views=views,
+                   overwrite=overwrite, show_progress=show_progress)

@@ -1,0 +1,68 @@
+"""The `embed` command line: one-line errors without tracebacks, and the commands on a real store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def embed(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "embedstore.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *names: str) -> None:
+    assert result.returncode != 0
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for name in names:
+        assert name in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["extract", "--encoder", "no-such-encoder", "--dataset", "synthetic"], ["no-such-encoder"]),
+        (["extract", "--encoder", "tiny-vit", "--dataset", "no-such-dataset"], ["no-such-dataset"]),
+        (["extract", "--encoder", "tiny-vit", "--dataset", "consep", "--data-dir", "/nonexistent/consep"],
+         ["/nonexistent/consep"]),
+        (["extract", "--encoder", "tiny-vit", "--dataset", "synthetic", "--no-such-flag"], ["--no-such-flag"]),
+        (["extract", "--encoder", "tiny-vit", "--dataset", "synthetic", "--views", "3"], ["--views"]),
+        (["info", "/nonexistent/store.zarr"], ["/nonexistent/store.zarr"]),
+    ],
+)
+def test_bad_input_gives_one_line_error_naming_it(args: list[str], names: list[str], tmp_path: Path) -> None:
+    assert_one_line_error(embed(*args, cwd=tmp_path), *names)
+
+
+def test_info_describes_dataset_splits_and_encoders(synthetic_store: Path) -> None:
+    result = embed("info", str(synthetic_store))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "synthetic" in out and "24 tiles" in out and "train" in out
+    assert "tiny-vit" in out and "random:0" in out and "24/24" in out and "float16" in out
+
+
+def test_verify_reads_back_a_healthy_store_and_flags_a_corrupt_shard(synthetic_store: Path, tmp_path: Path) -> None:
+    import shutil
+
+    assert embed("verify", "--quiet", str(synthetic_store)).returncode == 0
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(synthetic_store, broken)
+    shard = next((broken / "features" / "tiny-vit" / "level_0" / "c").rglob("*"))
+    while shard.is_dir():
+        shard = next(shard.iterdir())
+    shard.write_bytes(shard.read_bytes()[:100])
+    result = embed("verify", "--quiet", str(broken))
+    assert result.returncode == 1 and "level_0" in result.stdout
+
+
+def test_encoders_and_datasets_list_the_registry() -> None:
+    enc = embed("encoders")
+    assert enc.returncode == 0 and all(k in enc.stdout for k in ("uni", "virchow2", "gigapath", "convnext-b-22k"))
+    ds = embed("datasets")
+    assert ds.returncode == 0 and all(k in ds.stdout for k in ("pannuke", "conic", "cytodark0", "synthetic"))
