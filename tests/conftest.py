@@ -5,14 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _economical_threads() -> None:
-    torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="session")
