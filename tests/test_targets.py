@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import scipy.io
 from PIL import Image
+from scipy import ndimage
 from skimage import morphology
 
 from embedstore.errors import EmbedstoreError
@@ -40,6 +41,18 @@ def consep_crop(real_data: Path) -> np.ndarray:
 @pytest.fixture(scope="module")
 def cytodark_tile(real_data: Path) -> np.ndarray:
     return np.array(Image.open(real_data / "cytodark0/ID14_Aud_Cortex_Tursiops_14_masks.png"))  # uint8 ids
+
+
+# 128 x 160 windows of CoNSeP Train label maps, each the densest of its image (40-65 cells, many touching)
+_TRAIN_WINDOWS = {"train_1": (384, 256), "train_8": (256, 448), "train_13": (64, 832), "train_19": (320, 512),
+                  "train_22": (320, 448)}
+
+
+@pytest.fixture(scope="module")
+def consep_train(real_data: Path) -> dict[str, np.ndarray]:
+    """The ``_TRAIN_WINDOWS`` crops, int32 and Fortran-ordered as MATLAB files load."""
+    return {name: scipy.io.loadmat(real_data / f"consep/Train/Labels/{name}.mat")["inst_map"][y:y + 128, x:x + 160]
+            for name, (y, x) in _TRAIN_WINDOWS.items()}
 
 
 # ----------------------------------------------------------------------------------------- direction maps
@@ -224,6 +237,27 @@ def test_three_class_map_matches_the_reference_steps_on_real_labels(
         assert (out == BOUNDARY).any() and (out == BODY).any() and (out == BACKGROUND).any()
 
 
+@pytest.mark.parametrize("magnification", [20, 40])
+@pytest.mark.parametrize("name", sorted(_TRAIN_WINDOWS))
+def test_three_class_map_matches_the_reference_steps_on_consep_train_labels(
+        consep_train: dict[str, np.ndarray], name: str, magnification: int) -> None:
+    labels = consep_train[name]
+    out = three_class_map(labels, magnification)
+    np.testing.assert_array_equal(out, _reference_three_class(labels, magnification))
+    assert (out == BOUNDARY).sum() > 100 and (out == BODY).any() and (out == BACKGROUND).any()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.int64, np.uint64])
+def test_targets_do_not_depend_on_the_id_dtype_or_values(consep_train: dict[str, np.ndarray], dtype: type) -> None:
+    labels = consep_train["train_1"]
+    compact = np.unique(labels, return_inverse=True)[1].reshape(labels.shape)  # ids 0..n-1 fit every dtype
+    spread = compact.astype(dtype) * dtype(np.iinfo(dtype).max // int(compact.max()))
+    spread[compact == compact.max()] = np.iinfo(dtype).max  # ids spread up to the dtype's maximum
+    for magnification in ("20x", "40x"):
+        np.testing.assert_array_equal(three_class_map(spread, magnification), three_class_map(labels, magnification))
+    np.testing.assert_array_equal(direction_maps(spread), direction_maps(labels))
+
+
 @pytest.mark.parametrize("magnification", ["20x", "20X", 20, 25.0, " 29x "])
 def test_magnifications_below_30x_use_the_20x_footprints(magnification: str | float) -> None:
     labels = _pair(gap=0)
@@ -243,6 +277,19 @@ def test_invalid_magnification_is_a_user_error(magnification: str | float) -> No
         three_class_map(_pair(gap=0), magnification)
 
 
+def test_direction_maps_equal_the_per_instance_formula_bit_for_bit(consep_train: dict[str, np.ndarray]) -> None:
+    for labels in consep_train.values():
+        expected = np.zeros((4, *labels.shape), dtype=np.float32)
+        for i in np.unique(labels)[1:]:
+            rows, cols = np.nonzero(labels == i)
+            if np.ptp(rows) == 0 or np.ptp(cols) == 0:
+                continue
+            for channel, x in enumerate((cols, rows, rows + cols, cols - rows)):
+                lo, hi = x.min(), x.max()
+                expected[channel, rows, cols] = (2 * x - lo - hi).astype(np.float32) / np.float32(max(hi - lo, 1))
+        np.testing.assert_array_equal(direction_maps(labels).view(np.uint32), expected.view(np.uint32))  # +0 too
+
+
 # ---------------------------------------------------------------------------------- regression weight
 @pytest.mark.parametrize("radius", [6, 2])
 def test_regression_weight_is_one_within_radius_of_a_cell(radius: int) -> None:
@@ -253,6 +300,11 @@ def test_regression_weight_is_one_within_radius_of_a_cell(radius: int) -> None:
     weight = regression_weight(labels, radius=radius)
     assert weight.dtype == np.float32
     np.testing.assert_array_equal(weight, expected)
+
+
+def test_regression_weight_is_one_on_the_disk_dilation_of_real_cells(consep_crop: np.ndarray) -> None:
+    near = ndimage.binary_dilation(consep_crop > 0, structure=morphology.disk(6).astype(bool))
+    np.testing.assert_array_equal(regression_weight(consep_crop), np.where(near, 1, 0.05).astype(np.float32))
 
 
 def test_regression_weight_uses_the_low_value_far_from_cells() -> None:
