@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from embedstore.cli.evaluate_cmd import bench_evaluate_command, compare_command, evaluate_command
+from embedstore.cli.predict_cmd import predict_command
 from embedstore.errors import EmbedstoreError
 
 app = typer.Typer(
@@ -79,6 +81,66 @@ def extract(
         console.print(f"{store}: features/{report.key}: all {report.tiles_total} tiles already committed")
 
 
+def parse_ints(text: str, option: str) -> tuple[int, ...]:
+    """``"0,1,2"`` -> (0, 1, 2); ``option`` names the flag in the error."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise EmbedstoreError(f"{option} {text!r}: expected comma-separated integers such as 0,1,2") from None
+
+
+@app.command()
+def train(
+    store: Annotated[str, typer.Option(help="Store folder, .zip or URL (read only).")],
+    encoder: Annotated[Optional[str], typer.Option(help="Feature group to train on (default: the store's only one).")] = None,
+    split_train: Annotated[str, typer.Option(help="Training split.")] = "train",
+    split_val: Annotated[str, typer.Option(help="Validation split (early stopping, LR schedule).")] = "val",
+    seeds: Annotated[str, typer.Option(help="Decoder seeds trained together, each batch read once: 0,1,2.")] = "0",
+    decoder: Annotated[str, typer.Option(help="lite (fast) | cisca (research-note widths).")] = "lite",
+    levels: Annotated[str, typer.Option(help="Encoder levels the decoder reads, e.g. 0,1,2,3 or 2,3.")] = "0,1,2,3",
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 4,
+    lr: Annotated[float, typer.Option(help="Adam (amsgrad) learning rate.")] = 5e-4,
+    stop_patience: Annotated[int, typer.Option(help="Epochs without val improvement before stopping.")] = 20,
+    lr_patience: Annotated[int, typer.Option(help="Epochs without val improvement before halving the LR.")] = 10,
+    ram_cache: Annotated[str, typer.Option(help="auto | on | off: hold the split's features in RAM.")] = "auto",
+    require_complete: Annotated[bool, typer.Option(help="Refuse a partly extracted feature group.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/train"),
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print parameter counts and exit.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train decoders from cached features; writes config, checkpoints, metrics log and curves to --out."""
+    from embedstore.trainer.train import TrainInterrupted
+    from embedstore.trainer.train import train as run_training
+
+    if ram_cache not in ("auto", "on", "off"):
+        raise EmbedstoreError(f"--ram-cache {ram_cache}: expected auto, on or off")
+    try:
+        report = run_training(
+            store, encoder_key=encoder, split_train=split_train, split_val=split_val, seeds=parse_ints(seeds, "--seeds"),
+            decoder=decoder, levels=parse_ints(levels, "--levels"), epochs=epochs, batch_size=batch_size, lr=lr,
+            stop_patience=stop_patience, lr_patience=lr_patience, ram_cache=ram_cache,
+            require_complete=require_complete, device=device, out=out, resume=resume, dry_run=dry_run,
+            show_progress=not quiet,
+        )
+    except TrainInterrupted as stop:
+        Console(stderr=True).print(str(stop), highlight=False)
+        raise typer.Exit(130) from None
+    console.print(f"decoder {decoder}: {report.parameters:,} trainable parameters per seed; "
+                  f"{report.train_tiles} train / {report.val_tiles} val tiles"
+                  + (f", {report.missing_tiles} not yet extracted" if report.missing_tiles else ""))
+    if report.dry_run:
+        return
+    table = Table("seed", "best epoch", "val loss", "val dir. MAE (cells)", "val 3-class acc", "epochs")
+    for r in report.seeds:
+        table.add_row(str(r.seed), str(r.best_epoch), f"{r.best_val_loss:.4f}", f"{r.val_direction_mae:.3f}",
+                      f"{r.val_accuracy:.3f}", f"{r.epochs_run}" + (" (early stop)" if r.stopped_early else ""))
+    console.print(table)
+    console.print(f"{report.tiles_per_s:.1f} tiles/s; run folder {report.run_dir}")
+
+
 @app.command()
 def info(store: Annotated[str, typer.Argument(help="Store folder, .zip or URL.")]) -> None:
     """Describe a store: dataset, tiles per split, classes, encoders and their completeness, size."""
@@ -142,8 +204,53 @@ def datasets() -> None:
     console.print(table)
 
 
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the demo store and runs.")] = Path("demo-out"),
+    tiles: Annotated[int, typer.Option(help="Synthetic tiles (60/20/20 train/val/test).")] = 48,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
+) -> None:
+    """Pipeline demo on the embedded default: synthetic H&E-like tiles, tiny random-weight encoder.
+
+    Runs extract -> train -> evaluate end to end in a few minutes on a laptop CPU. The scores show the
+    pipeline works; they say nothing about real encoders (the encoder has random weights).
+    """
+    import time
+
+    from embedstore.pipeline import extract_into_store
+    from embedstore.trainer.evaluate import evaluate
+    from embedstore.trainer.train import train as run_training
+
+    started = time.perf_counter()
+    store = out / "synthetic.zarr"
+    console.print(f"[bold]1/3 extract[/bold]: {tiles} synthetic tiles, encoder tiny-vit (random weights) -> {store}")
+    extract_into_store(store, "tiny-vit", dataset="synthetic", options={"n": tiles}, weights="random",
+                       device="cpu")
+    run = out / "run"
+    n = 1
+    while run.exists():
+        n += 1
+        run = out / f"run-{n}"
+    console.print(f"[bold]2/3 train[/bold]: lite decoder, {epochs} epochs -> {run}")
+    report = run_training(store, seeds=(0,), decoder="lite", epochs=epochs, batch_size=4, device="cpu", out=run)
+    best = report.seeds[0]
+    console.print(f"best epoch {best.best_epoch}: val loss {best.best_val_loss:.4f}, "
+                  f"direction MAE on cells {best.val_direction_mae:.3f}, 3-class accuracy {best.val_accuracy:.3f}")
+    console.print("[bold]3/3 evaluate[/bold] on the test split")
+    metrics = evaluate(run, split="test", device="cpu")
+    mean = metrics["tile"]["mean"]
+    console.print(f"test bPQ {mean['bpq']:.3f}, AJI {mean['aji']:.3f}, detection F1 {mean['det_f1']:.3f}, "
+                  f"mPQ+ {mean.get('mpq_plus', float('nan')):.3f} -> {metrics['out']}")
+    console.print(f"demo done in {time.perf_counter() - started:.0f} s (pipeline demo: random-weight encoder)")
+
+
+app.command("evaluate")(evaluate_command)
+app.command("compare")(compare_command)
+app.command("predict")(predict_command)
+
 bench_app = typer.Typer(help="Benchmarks that print ratios measured in one run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+bench_app.command("evaluate")(bench_evaluate_command)
 
 
 @bench_app.command("extract")
@@ -163,6 +270,44 @@ def bench_extract_cmd(
     console.print(f"ratio extract/bare: {r['ratio']:.3f}")
     console.print("bytes per tile: images " + f"{r['image_bytes_per_tile']:.0f}, " + ", ".join(
         f"{k} {v:.0f}" for k, v in r["bytes_per_tile_per_level"].items()))
+
+
+@bench_app.command("postprocess")
+def bench_postprocess_cmd(
+    n_tiles: Annotated[int, typer.Option(help="Tiles of realistic maps.")] = 64,
+    variant: Annotated[str, typer.Option(help="cisca | improved | nocut, or all.")] = "all",
+) -> None:
+    """Post-processing milliseconds per 256x256 tile on one core (goal <= 20 ms)."""
+    import torch
+
+    from embedstore.trainer.postprocess import VARIANTS, benchmark_postprocess
+
+    torch.set_num_threads(1)
+    for name in VARIANTS if variant == "all" else (variant,):
+        r = benchmark_postprocess(n_tiles, name)
+        console.print(f"{name}: {r['ms_per_tile']:.1f} ms/tile wall, {r['cpu_ms_per_tile']:.1f} ms/tile CPU "
+                      f"({r['n_tiles']} tiles, {r['instances_per_tile']:.0f} cells/tile)")
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    encoders: Annotated[str, typer.Option(help="Comma-separated encoders (random weights).")] = "vit-b-22k,uni",
+    n_tiles: Annotated[int, typer.Option(help="Synthetic tiles per encoder.")] = 16,
+    batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 4,
+    decoder: Annotated[str, typer.Option(help="lite | cisca.")] = "lite",
+) -> None:
+    """Training tiles/s from (a) the on-disk store, (b) features in RAM, (c) the encoder run online."""
+    from embedstore.trainer.bench_train import bench_train
+
+    rows = bench_train(tuple(e for e in encoders.split(",") if e), n_tiles=n_tiles, batch_size=batch_size,
+                       decoder=decoder)
+    table = Table("encoder", "a store t/s", "b RAM t/s", "c online t/s", "a/b", "a/c", "ideal a/c", "goals")
+    for r in rows:
+        table.add_row(r["encoder"], f"{r['store_tiles_per_s']:.2f}", f"{r['ram_tiles_per_s']:.2f}",
+                      f"{r['online_tiles_per_s']:.2f}", f"{r['a_over_b']:.3f}", f"{r['a_over_c']:.2f}",
+                      f"{r['ideal_a_over_c']:.2f}",
+                      "ok" if r["goal_a_over_b"] and r["goal_a_over_c"] else "missed")
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,194 @@
+"""`embed compare`: the paper-style table of evaluated runs (rows encoder x decoder, mean +- sd over seeds).
+
+Reads each run's ``eval_<split>/metrics.json`` (written by :func:`embedstore.trainer.evaluate.evaluate`);
+nothing is recomputed. Writes ``comparison.csv`` (one row per run; every column's mean and sd),
+``comparison.md`` (mean +- sd cells) and ``comparison.png`` (grouped bars with sd error bars).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from embedstore.errors import EmbedstoreError
+
+#: Headline columns in table order: (metrics.json key, header).
+HEADLINE = (("bpq", "bPQ"), ("bdq", "DQ"), ("bsq", "SQ"), ("mpq_image", "mPQ"), ("mpq_plus", "mPQ+"),
+            ("det_f1", "F1"), ("r2", "R2"))
+#: Columns drawn in the bar chart.
+CHART = ("bpq", "mpq_image", "mpq_plus", "det_f1")
+
+
+@dataclass
+class ComparisonRow:
+    """One evaluated run: its label (encoder x decoder), seeds, and metric mean / sd by metrics.json key."""
+
+    run: str
+    label: str
+    encoder: str
+    decoder: str
+    n_seeds: int
+    mean: dict[str, float | None]
+    sd: dict[str, float | None]
+
+
+@dataclass
+class Comparison:
+    """The comparison table: ``columns`` are (key, header) pairs shared by every row."""
+
+    split: str
+    level: str
+    columns: list[tuple[str, str]]
+    rows: list[ComparisonRow]
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def cell(self, row: ComparisonRow, key: str, digits: int = 3) -> str:
+        """``mean ± sd`` (just the mean for one seed; "-" when missing)."""
+        m, s = row.mean.get(key), row.sd.get(key)
+        if m is None:
+            return "-"
+        return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run folders among ``paths``: a path holding config.json is a run, another folder is searched one level
+    down (a runs directory).
+
+    Raises
+    ------
+    EmbedstoreError : a path that does not exist, or no run found at all.
+    """
+    runs: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise EmbedstoreError(f"{p}: no such run or runs folder")
+        if (p / "config.json").is_file():
+            runs.append(p)
+        elif p.is_dir():
+            runs.extend(sorted(c for c in p.iterdir() if (c / "config.json").is_file()))
+    if not runs:
+        raise EmbedstoreError(f"no runs (folders with config.json) in {', '.join(map(str, paths))}")
+    return runs
+
+
+def _load_metrics(run: Path, split: str) -> dict[str, Any]:
+    path = run / f"eval_{split}" / "metrics.json"
+    if not path.is_file():
+        raise EmbedstoreError(f"{run}: not evaluated on '{split}' (no {path}); run `embed evaluate {run} --split {split}`")
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError) as err:
+        raise EmbedstoreError(f"{path}: unreadable metrics ({err})") from None
+
+
+def compare(runs: list[str | Path] | str | Path, *, split: str = "test", level: str = "auto",
+            out: str | Path | None = None) -> Comparison:
+    """Collect evaluated runs into one table and, with ``out``, write CSV, Markdown and a bar chart PNG there.
+
+    Parameters
+    ----------
+    runs : run folders and/or folders of runs.
+    split : the evaluated split to compare.
+    level : "tile", "image" (stitched whole images) or "auto" (image when every run has it, else tile).
+    out : folder for comparison.csv / .md / .png (created); None writes nothing.
+
+    Raises
+    ------
+    EmbedstoreError : no runs, a run not evaluated on ``split``, or ``level`` "image" missing for a run.
+    """
+    if level not in ("auto", "tile", "image"):
+        raise EmbedstoreError(f"--level {level}: expected auto, tile or image")
+    folders = find_runs([runs] if isinstance(runs, (str, Path)) else list(runs))
+    reports = [(run, _load_metrics(run, split)) for run in folders]
+    if level == "auto":
+        level = "image" if all(r.get("image") for _, r in reports) else "tile"
+    rows = []
+    for run, report in reports:
+        if not report.get(level):
+            raise EmbedstoreError(f"{run}: eval_{split}/metrics.json has no '{level}' results (stitched images "
+                                  "exist only for stores whose tiles come from larger images)")
+        part = report[level]
+        rows.append(ComparisonRow(run=str(run), label=f"{report['encoder_key']} x {report['decoder']}",
+                                  encoder=report["encoder_key"], decoder=report["decoder"],
+                                  n_seeds=len(report["seeds"]), mean=part["mean"], sd=part["sd"]))
+    labels = [r.label for r in rows]
+    for r in rows:
+        if labels.count(r.label) > 1:
+            r.label = f"{r.label} ({Path(r.run).name})"
+    columns = _columns(rows)
+    table = Comparison(split=split, level=level, columns=columns, rows=rows)
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        table.files = {"csv": folder / "comparison.csv", "markdown": folder / "comparison.md",
+                       "png": folder / "comparison.png"}
+        _write_csv(table, table.files["csv"])
+        _write_markdown(table, table.files["markdown"])
+        _write_chart(table, table.files["png"])
+    return table
+
+
+def _columns(rows: list[ComparisonRow]) -> list[tuple[str, str]]:
+    """Headline columns any run has, then per-class PQ+ and F1 columns in the runs' class order."""
+    present = {k for r in rows for k, v in r.mean.items() if v is not None}
+    columns = [(k, h) for k, h in HEADLINE if k in present]
+    classes = list(dict.fromkeys(k.split(".", 1)[1] for r in rows for k in r.mean if k.startswith("pq_plus.")))
+    for prefix, header in (("pq_plus", "PQ+"), ("f1", "F1")):
+        columns += [(f"{prefix}.{c}", f"{header} {c}") for c in classes if f"{prefix}.{c}" in present]
+    return columns
+
+
+def _write_csv(table: Comparison, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["label", "encoder", "decoder", "run", "seeds", "level"]
+                        + [name for key, _ in table.columns for name in (key, f"{key}_sd")])
+        for r in table.rows:
+            values = []
+            for key, _ in table.columns:
+                values += ["" if r.mean.get(key) is None else r.mean[key], "" if r.sd.get(key) is None else r.sd[key]]
+            writer.writerow([r.label, r.encoder, r.decoder, r.run, r.n_seeds, table.level, *values])
+
+
+def _write_markdown(table: Comparison, path: Path) -> None:
+    header = ["encoder x decoder", "seeds", *(h for _, h in table.columns)]
+    lines = [f"Split `{table.split}`, {table.level}-level metrics, mean ± sd over seeds.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in table.rows:
+        cells = [r.label, str(r.n_seeds), *(table.cell(r, k) for k, _ in table.columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _write_chart(table: Comparison, path: Path) -> None:
+    """Grouped bars: one group per headline metric, one bar per run, sd as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [(k, h) for k, h in table.columns if k in CHART]
+    n = max(len(table.rows), 1)
+    width = 0.8 / n
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(keys) * max(1, n / 2)), 3.6))
+    for i, r in enumerate(table.rows):
+        means = [_num(r.mean.get(k)) for k, _ in keys]
+        sds = [_num(r.sd.get(k), 0.0) for k, _ in keys]
+        xs = [j - 0.4 + width * (i + 0.5) for j in range(len(keys))]
+        ax.bar(xs, means, width, yerr=sds, capsize=3, label=r.label)
+    ax.set_xticks(range(len(keys)), [h for _, h in keys])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("score (mean ± sd over seeds)")
+    ax.set_title(f"{table.split} split, {table.level} level")
+    ax.legend(fontsize="small", loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _num(value: float | None, missing: float = math.nan) -> float:
+    return missing if value is None else float(value)
