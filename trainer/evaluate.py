@@ -56,7 +56,7 @@ from embedstore.trainer.metrics import (
     panoptic_quality,
 )
 from embedstore.trainer.postprocess import VARIANTS, PostprocessParams, classify_instances, instances_from_maps
-from embedstore.trainer.postprocess import parse_magnification
+from embedstore.trainer.targets import parse_magnification
 
 #: What each family of numbers in metrics.json means (see the module docstring).
 PROTOCOLS = {

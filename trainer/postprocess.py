@@ -21,6 +21,7 @@ from skimage.morphology import skeletonize
 from skimage.segmentation import watershed
 
 from embedstore.errors import EmbedstoreError
+from embedstore.trainer.targets import parse_magnification
 
 VARIANTS = ("cisca", "improved", "nocut")
 
@@ -30,24 +31,6 @@ _BLUR_3X3 = (0.25, 0.5, 0.25)  # OpenCV's 3x3 Gaussian for sigma 0 (its fixed sm
 
 # Released per-dataset minimum sizes T (pixels) from the reference evaluations.
 _DATASET_MIN_SIZE = {"pannuke": {40.0: 50}, "conic": {20.0: 26}, "cytodark0": {20.0: 20, 40.0: 80}}
-
-
-def parse_magnification(magnification: str | float) -> float:
-    """Read ``"40x"``, ``"20X"``, ``"40"`` or ``40.0`` as a positive float.
-
-    Raises
-    ------
-    EmbedstoreError
-        When the value is not a positive number with an optional ``x`` suffix.
-    """
-    text = str(magnification).strip().lower().removesuffix("x")
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0:
-        raise EmbedstoreError(f"magnification {magnification!r} is not a positive number like '20x' or 40")
-    return value
 
 
 def default_min_size(dataset_name: str | None, magnification: str | float) -> int:

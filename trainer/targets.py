@@ -252,16 +252,27 @@ def _as_instance_map(instance: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(labels)  # e.g. from MATLAB files: mixed memory orders make shifts slow
 
 
-def _magnification_table(magnification: str | float) -> int:
-    """20 for magnifications below 30x, else 40; accepts "20x", "40X", 20, 40.0."""
+def parse_magnification(magnification: str | float) -> float:
+    """Read ``"40x"``, ``"20X"``, ``"40"`` or ``40.0`` as a positive float.
+
+    Raises
+    ------
+    EmbedstoreError
+        When the value is not a positive number with an optional ``x`` suffix.
+    """
     text = str(magnification).strip().lower().removesuffix("x")
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
     if not value > 0:
-        raise EmbedstoreError(f"magnification must be like '20x', '40x' or a positive number, got {magnification!r}")
-    return 20 if value < 30 else 40
+        raise EmbedstoreError(f"magnification {magnification!r} is not a positive number like '20x' or 40")
+    return value
+
+
+def _magnification_table(magnification: str | float) -> int:
+    """20 for magnifications below 30x, else 40."""
+    return 20 if parse_magnification(magnification) < 30 else 40
 
 
 def _padded_ids(labels: np.ndarray) -> np.ndarray:
