@@ -207,8 +207,9 @@ def datasets() -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the demo store and runs.")] = Path("demo-out"),
-    tiles: Annotated[int, typer.Option(help="Synthetic tiles (60/20/20 train/val/test).")] = 48,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 15,
+    tiles: Annotated[int, typer.Option(help="Synthetic tiles (60/20/20 train/val/test).")] = 64,
+    tile_size: Annotated[int, typer.Option(help="Tile side; 128 keeps the demo within minutes on a laptop CPU.")] = 128,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 20,
 ) -> None:
     """Pipeline demo on the embedded default: synthetic H&E-like tiles, tiny random-weight encoder.
 
@@ -222,10 +223,11 @@ def demo(
     from embedstore.trainer.train import train as run_training
 
     started = time.perf_counter()
-    store = out / "synthetic.zarr"
-    console.print(f"[bold]1/3 extract[/bold]: {tiles} synthetic tiles, encoder tiny-vit (random weights) -> {store}")
-    extract_into_store(store, "tiny-vit", dataset="synthetic", options={"n": tiles}, weights="random",
-                       device="cpu")
+    store = out / f"synthetic-{tile_size}.zarr"
+    console.print(f"[bold]1/3 extract[/bold]: {tiles} synthetic {tile_size} px tiles, encoder tiny-vit "
+                  f"(random weights) -> {store}")
+    extract_into_store(store, "tiny-vit", dataset="synthetic", options={"n": tiles}, tile_size=tile_size,
+                       weights="random", device="cpu")
     run = out / "run"
     n = 1
     while run.exists():

@@ -263,7 +263,8 @@ def test_for_dataset_picks_the_reference_constants_per_magnification() -> None:
 
 @pytest.mark.parametrize(("name", "mag", "expected"), [
     ("pannuke", "40x", 50), ("CoNIC", "20x", 26), ("cytodark0", 20, 20), ("cytodark0", "40x", 80),
-    (None, "40x", 80), ("consep", 40.0, 80), ("anything", "10x", 5),
+    (None, "40x", 50), ("consep", 40.0, 50), ("monuseg", "20x", 26), ("anything", "10x", 3),
+    ("cytodark0", "10x", 5),
 ])
 def test_default_min_size(name: str | None, mag: str | float, expected: int) -> None:
     assert default_min_size(name, mag) == expected

@@ -30,21 +30,25 @@ _SQUARE = ndi.generate_binary_structure(2, 2)
 _BLUR_3X3 = (0.25, 0.5, 0.25)  # OpenCV's 3x3 Gaussian for sigma 0 (its fixed small-kernel table)
 
 # Released per-dataset minimum sizes T (pixels) from the reference evaluations.
-_DATASET_MIN_SIZE = {"pannuke": {40.0: 50}, "conic": {20.0: 26}, "cytodark0": {20.0: 20, 40.0: 80}}
+_DATASET_MIN_SIZE = {"pannuke": {40.0: 50}, "conic": {20.0: 26}, "cytodark0": {20.0: 20, 40.0: 80},
+                     "nuclei": {40.0: 50, 20.0: 26}}
 
 
 def default_min_size(dataset_name: str | None, magnification: str | float) -> int:
     """Minimum instance area T in pixels for a dataset at a magnification.
 
     The released CISCA evaluations used PanNuke 50 (40x), CoNIC 26 (20x) and CytoDArk0 20 (20x) /
-    80 (40x). Other datasets (or magnifications) scale the CytoDArk0 20x value with the pixel area,
-    ``round(20 * (m / 20) ** 2)``: 80 at 40x, 5 at 10x.
+    80 (40x). CytoDArk0 holds whole neurons; every other dataset is taken to hold nuclei, so it uses the
+    H&E values (50 at 40x, 26 at 20x) and scales PanNuke's 40x value with the pixel area elsewhere,
+    ``round(50 * (m / 40) ** 2)``: 3 at 10x. (Scaling the neuron value gave 80 px at 40x, which drops
+    many CoNSeP and MoNuSeg nuclei.)
     """
     mag = parse_magnification(magnification)
-    known = _DATASET_MIN_SIZE.get((dataset_name or "").lower(), {})
+    known = _DATASET_MIN_SIZE.get((dataset_name or "").lower(), _DATASET_MIN_SIZE["nuclei"])
     if mag in known:
         return known[mag]
-    return max(1, round(20 * (mag / 20) ** 2))
+    reference_mag, reference_size = (20.0, 20) if (dataset_name or "").lower() == "cytodark0" else (40.0, 50)
+    return max(1, round(reference_size * (mag / reference_mag) ** 2))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,13 @@ already divides each step by a running gradient scale, so rescaling whole tensor
 MoNuSeg tiles, 30 epochs: val direction MAE 0.343 with the clip, 0.335 without), and a fixed 1e-3 norm
 would make the step size depend on the tensor's size.
 
+What moves the direction maps (measured: synthetic 128 px tiles, 60 train x 8 cached views, lite decoder,
+random tiny-vit features, 25 epochs; predicting zeros scores 0.448): val direction MAE on cell pixels 0.179
+with the gradient (MSGE) term on all four maps (the default), 0.197 on the diagonals only (CISCA), 0.271
+without it (still 0.446 after 10 epochs: masked L1 alone barely leaves the all-zero solution); lr 2e-3
+gave 0.168. The 8 cached views (augmentation) cut over-fitting on 36 MoNuSeg tiles (best val MAE 0.301
+vs 0.335).
+
 Run folder (``out``)::
 
     config.json          resolved configuration: store, encoder key + fingerprint, decoder, dataset, data
