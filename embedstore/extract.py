@@ -8,6 +8,7 @@ A run killed at any moment leaves every shard either committed (``done`` set) or
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -217,13 +218,15 @@ def _write(group: zarr.Group, block: _Block) -> None:
 
 
 def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, device: str = "auto",
-            dtype: str = "auto", views: int = 1, overwrite: bool = False, writers: int = 2,
+            dtype: str = "auto", views: int = 1, overwrite: bool = False, writers: int | None = None,
             show_progress: bool = True) -> ExtractReport:
     """Compute and write the four levels for every tile without a ``done`` marker.
 
     Runs in inference mode (autocast to ``dtype`` off fp32); resumes where a killed run stopped and
-    never redoes committed shards.
+    never redoes committed shards. ``writers`` (default: one per CPU core, at most 8) compress and write
+    finished shards in parallel: on a GPU the compression, not the encoder, is the bottleneck.
     """
+    writers = writers or min(8, max(2, os.cpu_count() or 2))
     check_options(views=views, batch_size=batch_size, device=device, dtype=dtype)
     if store.read_only:
         raise EmbedstoreError(f"{store.location}: store is opened read-only; extract into a local copy")
