@@ -297,12 +297,13 @@ def bench_train_cmd(
     n_tiles: Annotated[int, typer.Option(help="Synthetic tiles per encoder.")] = 16,
     batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 4,
     decoder: Annotated[str, typer.Option(help="lite | cisca.")] = "lite",
+    repeats: Annotated[int, typer.Option(help="Runs of each arm, taken in turn; the fastest counts.")] = 3,
 ) -> None:
     """Training tiles/s from (a) the on-disk store, (b) features in RAM, (c) the encoder run online."""
     from embedstore.trainer.bench_train import bench_train
 
     rows = bench_train(tuple(e for e in encoders.split(",") if e), n_tiles=n_tiles, batch_size=batch_size,
-                       decoder=decoder)
+                       decoder=decoder, repeats=repeats)
     table = Table("encoder", "a store t/s", "b RAM t/s", "c online t/s", "a/b", "a/c", "ideal a/c", "goals")
     for r in rows:
         table.add_row(r["encoder"], f"{r['store_tiles_per_s']:.2f}", f"{r['ram_tiles_per_s']:.2f}",

@@ -113,9 +113,10 @@ def test_resuming_an_epoch_at_a_batch_gives_the_remaining_batches(store_path: Pa
         np.testing.assert_array_equal(a, b)
 
 
-def test_ram_cache_on_and_off_give_identical_batches(views_store: Path) -> None:
+@pytest.mark.parametrize("prefetch", [0, 2])
+def test_ram_cache_on_and_off_give_identical_batches(views_store: Path, prefetch: int) -> None:
     on = Loader(views_store, "train", batch_size=2, ram_cache="on", seed=1)
-    off = Loader(views_store, "train", batch_size=2, ram_cache="off", seed=1)
+    off = Loader(views_store, "train", batch_size=2, ram_cache="off", seed=1, prefetch=prefetch, window_blocks=1)
     assert on.ram and not off.ram
     for epoch in (0, 1):
         for a, b in zip(_batches(on, epoch), _batches(off, epoch), strict=True):

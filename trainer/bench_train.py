@@ -99,7 +99,7 @@ def bench_encoder(encoder_name: str, *, n_tiles: int = 16, batch_size: int = 4, 
     store = ingest(dataset, location, tile_size=tile_size, show_progress=show_progress)
     extract(store, encoder, device="cpu", batch_size=batch_size, show_progress=show_progress)
 
-    streamed = Loader(location, "train", batch_size=batch_size, ram_cache="off", seed=seed)
+    streamed = Loader(location, "train", batch_size=batch_size, ram_cache="off", seed=seed, prefetch=0)
     list(streamed.epoch(0))  # warm-up: computes and caches the targets
     preloaded = list(Loader(location, "train", batch_size=batch_size, ram_cache="on", seed=seed).epoch(1))
     pixels = store.array("images")

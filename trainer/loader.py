@@ -141,7 +141,9 @@ class Loader:
     require_complete : refuse a feature group with uncommitted tiles in this split instead of skipping them.
     window_blocks : blocks per shuffle window (also the read-ahead unit when streaming).
     readers : threads that read and decode blocks.
-    prefetch : batches assembled ahead of the consumer.
+    prefetch : batches assembled ahead of the consumer in a background thread; 0 reads and assembles
+        each batch when it is asked for. Use 0 when the consumer's compute already uses every core (CPU
+        training): a background reader then only slows torch's parallel kernels down.
     show_progress : progress bar while filling the RAM cache.
     """
 
@@ -168,7 +170,7 @@ class Loader:
         self.seed = seed
         self.window_blocks = max(1, window_blocks)
         self.readers = max(1, readers)
-        self.prefetch = max(1, prefetch)
+        self.prefetch = max(0, prefetch)
         self.drop_last = drop_last
         self.memory_fraction = memory_fraction
         self.tile_size = self.store.tile_size
@@ -257,6 +259,10 @@ class Loader:
         order, views = order[: n_batches * self.batch_size], views[: n_batches * self.batch_size]
         first = start_batch * self.batch_size
         order, views = order[first:], views[first:]
+        if self.prefetch == 0:
+            with ThreadPoolExecutor(max_workers=self.readers) as pool:
+                yield from self._batch_stream(order, views, pool, ahead=False)
+            return
         out: queue.Queue = queue.Queue(maxsize=self.prefetch)
         stop = threading.Event()
         worker = threading.Thread(target=self._produce, args=(order, views, out, stop), daemon=True)
@@ -276,31 +282,38 @@ class Loader:
 
     # --- reading ---------------------------------------------------------------------------------------
     def _produce(self, order: np.ndarray, views: np.ndarray, out: queue.Queue, stop: threading.Event) -> None:
-        """Producer thread: assemble batches in plan order (reading windows of blocks one ahead when streaming)."""
+        """Producer thread: put the batches of :meth:`_batch_stream` on ``out`` (errors are handed over too)."""
         try:
             with ThreadPoolExecutor(max_workers=self.readers) as pool:
-                windows = self._windows(order)
-                pending = self._submit(pool, order, views, windows[0]) if windows and not self.ram else None
-                samples: list[tuple[_Tiles, int, int]] = []
-                for w, (start, stop_at) in enumerate(windows):
-                    if self.ram:
-                        lookup = self._cache
-                    else:
-                        assert pending is not None
-                        lookup = {t: item for f in pending for t, item in f.result().items()}
-                        pending = (self._submit(pool, order, views, windows[w + 1])
-                                   if w + 1 < len(windows) else None)
-                    for i in range(start, stop_at):
-                        tiles, row = lookup[int(order[i])]
-                        samples.append((tiles, row, int(views[i])))
-                        if len(samples) == self.batch_size or i == order.size - 1:
-                            if stop.is_set():
-                                return
-                            out.put(self._collate(samples))
-                            samples = []
+                for batch in self._batch_stream(order, views, pool, ahead=True):
+                    if stop.is_set():
+                        return
+                    out.put(batch)
         except BaseException as err:  # handed to the consumer, which re-raises
             out.put(err)
         out.put(None)
+
+    def _batch_stream(self, order: np.ndarray, views: np.ndarray, pool: ThreadPoolExecutor,
+                      ahead: bool) -> Iterator[Batch]:
+        """Batches in plan order; when streaming, whole blocks are read per window (the next one ahead if ``ahead``)."""
+        windows = self._windows(order)
+        pending: list[Future] | None = None
+        samples: list[tuple[_Tiles, int, int]] = []
+        for w, (start, stop_at) in enumerate(windows):
+            if self.ram:
+                lookup = self._cache
+            else:
+                if pending is None:
+                    pending = self._submit(pool, order, views, windows[w])
+                lookup = {t: item for f in pending for t, item in f.result().items()}
+                pending = (self._submit(pool, order, views, windows[w + 1])
+                           if ahead and w + 1 < len(windows) else None)
+            for i in range(start, stop_at):
+                tiles, row = lookup[int(order[i])]
+                samples.append((tiles, row, int(views[i])))
+                if len(samples) == self.batch_size or i == order.size - 1:
+                    yield self._collate(samples)
+                    samples = []
 
     def _windows(self, order: np.ndarray) -> list[tuple[int, int]]:
         """Position ranges of ``order`` that each need a new set of blocks (the plan's shuffle windows)."""

@@ -188,14 +188,17 @@ def train(store_path: str | Path, *, encoder_key: str | None = None, split_train
         _check_run_folder(run, resume)
     dev = resolve_device(device)
     weights = loss_weights or LossWeights()
+    prefetch = 0 if dev.type == "cpu" else 2  # on CPU the decoder uses every core; a reader thread only slows it
     if msge_maps not in MSGE_MAPS:
         raise EmbedstoreError(f"--msge-maps {msge_maps}: expected one of {sorted(MSGE_MAPS)}")
     train_data = Loader(store, split_train, encoder_key=encoder_key, levels=levels, batch_size=batch_size,
                         shuffle=True, augment=True, seed=data_seed, ram_cache=ram_cache,
-                        require_complete=require_complete, show_progress=show_progress and not dry_run)
+                        require_complete=require_complete, prefetch=prefetch,
+                        show_progress=show_progress and not dry_run)
     val_data = Loader(store, split_val, encoder_key=train_data.key, levels=levels, batch_size=batch_size,
                       shuffle=False, augment=False, seed=data_seed, ram_cache=ram_cache,
-                      require_complete=require_complete, show_progress=show_progress and not dry_run)
+                      require_complete=require_complete, prefetch=prefetch,
+                        show_progress=show_progress and not dry_run)
     group = train_data.group
     if show_progress and not dry_run and (train_data.n_missing or val_data.n_missing):
         Console(stderr=True).print(

@@ -88,22 +88,27 @@ def as_rgb_uint8(array: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Decode an image file (png, jpg, tif, npy) to (H, W, 3) uint8 RGB; alpha is dropped, grey repeated."""
+def _decode(path: Path, what: str, rgb: bool) -> np.ndarray:
+    """Raw array of an npy, tif or PIL-readable file; ``rgb`` converts PIL images to 8-bit RGB."""
     try:
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-        elif suffix in (".tif", ".tiff"):
-            array = tifffile.imread(path)
-        else:
-            with Image.open(path) as im:
-                if im.mode not in ("RGB", "RGBA", "L", "LA", "P"):
-                    raise EmbedstoreError(f"image {path} has mode {im.mode}; expected 8-bit RGB, RGBA or grey")
-                array = np.asarray(im.convert("RGB"))
+            return np.load(path, allow_pickle=False)
+        if suffix in (".tif", ".tiff"):
+            return tifffile.imread(path)
+        with Image.open(path) as im:
+            if not rgb:
+                return np.asarray(im)
+            if im.mode not in ("RGB", "RGBA", "L", "LA", "P"):
+                raise EmbedstoreError(f"image {path} has mode {im.mode}; expected 8-bit RGB, RGBA or grey")
+            return np.asarray(im.convert("RGB"))
     except _READ_ERRORS as e:
-        raise EmbedstoreError(f"cannot read image {path}: {e}") from e
-    return as_rgb_uint8(array, path)
+        raise EmbedstoreError(f"cannot read {what} {path}: {e}") from e
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode an image file (png, jpg, tif, npy) to (H, W, 3) uint8 RGB; alpha is dropped, grey repeated."""
+    return as_rgb_uint8(_decode(path, "image", rgb=True), path)
 
 
 def _as_map(array: np.ndarray, path: Path, what: str) -> np.ndarray:
@@ -164,18 +169,7 @@ def read_label(path: Path, allow_pickle: bool = False) -> tuple[np.ndarray, np.n
 
 def read_class_map(path: Path) -> np.ndarray:
     """Per-pixel class ids (H, W) int32 from a single-channel png/tif/npy file."""
-    try:
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            array = np.load(path, allow_pickle=False)
-        elif suffix in (".tif", ".tiff"):
-            array = tifffile.imread(path)
-        else:
-            with Image.open(path) as im:
-                array = np.asarray(im)
-    except _READ_ERRORS as e:
-        raise EmbedstoreError(f"cannot read class map {path}: {e}") from e
-    return _as_map(array, path, "class map").astype(np.int32)
+    return _as_map(_decode(path, "class map", rgb=False), path, "class map").astype(np.int32)
 
 
 def read_folds_csv(path: Path) -> dict[str, str]:
