@@ -26,8 +26,6 @@ from embedstore.trainer.metrics import (
 )
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
-if not REAL.exists():
-    REAL = Path("/work/shared/data/real")
 
 
 def row_map(*segments: tuple[int, int, int], length: int) -> np.ndarray:
