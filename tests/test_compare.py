@@ -5,25 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from embedstore.errors import EmbedstoreError
 from embedstore.pipeline import extract_into_store
 from embedstore.trainer.compare import compare, find_runs
 from embedstore.trainer.evaluate import evaluate
 from embedstore.trainer.train import train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,6 @@ from embedstore.errors import EmbedstoreError
 from embedstore.trainer.decoder import DecoderConfig, build_decoder, count_parameters, level_scales
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions gain nothing from a second thread, and lose a lot when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # (level_dims, level_grids) for a 256 tile, one entry per encoder family the registry holds.
 FAMILIES = {
     "vit16": ((768, 768, 768, 768), (16, 16, 16, 16)),  # ViT-B/16 at 256

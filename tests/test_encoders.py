@@ -27,11 +27,6 @@ REAL_TILES = Path(__file__).resolve().parents[2] / "shared" / "data" / "real" / 
 HEAVY = {"uni2-h", "virchow2", "gigapath", "dinov2-l", "dinov2-l-reg4", "vit-b-22k"}  # uni covers ViTs by default
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> None:
-    torch.set_num_threads(1)
-
-
 @pytest.fixture()
 def tiles() -> torch.Tensor:
     """Two real 256 x 256 H&E tiles (NuCLS, CC0) as a (2, 256, 256, 3) uint8 batch."""

@@ -5,12 +5,10 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from embedstore.datasets import get_dataset
 from embedstore.datasets.synthetic import render
@@ -46,14 +44,6 @@ from embedstore.trainer.postprocess import (
     realistic_maps,
 )
 from embedstore.trainer.train import train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _trained_run(folder: Path, options: dict) -> Path:

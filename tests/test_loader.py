@@ -6,7 +6,6 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,6 @@ from embedstore.trainer.loader import Loader
 from embedstore.trainer.targets import compute_targets
 
 TILE = 64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _store(path: Path, n: int, views: int = 1) -> Path:

@@ -15,15 +15,6 @@ from embedstore.trainer.losses import (LossWeights, cisca_loss, contour_accuracy
                                        direction_mae_on_cells)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small convolutions gain nothing from a second thread, and lose a lot when other jobs share the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _one_hot_logits(labels: torch.Tensor, n: int, scale: float = 50.0) -> torch.Tensor:
     """(B, n, H, W) logits whose softmax is (numerically) the one-hot of ``labels``."""
     return scale * torch.nn.functional.one_hot(labels, n).permute(0, 3, 1, 2).float()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,6 @@ CONSEP_CLASSES = ("Other", "Inflammatory", "Epithelial", "Spindle")
 # A decoder a few channels wide: same code path as the presets, a fraction of their CPU time.
 TINY = DecoderWidths(scale=(4, 4, 8, 8, 8, 8), stem=(4, 4), features=4, type_features=4, heads=(4, 4, 4),
                      head_blocks=1, stage_convs=1, step_convs=0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_run(folder: Path, classes: tuple[str, ...], *, seeds: dict[int, float] | None = None,

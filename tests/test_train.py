@@ -6,7 +6,6 @@ import dataclasses
 import json
 import shutil
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +26,6 @@ from embedstore.trainer.decoder import DecoderConfig, build_decoder, count_param
 from embedstore.trainer.train import TrainInterrupted, train
 
 TIMING = ("tiles_per_s", "seconds")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
