@@ -103,6 +103,9 @@ def train(
     lr: Annotated[float, typer.Option(help="Adam (amsgrad) learning rate.")] = 5e-4,
     stop_patience: Annotated[int, typer.Option(help="Epochs without val improvement before stopping.")] = 20,
     lr_patience: Annotated[int, typer.Option(help="Epochs without val improvement before halving the LR.")] = 10,
+    clip_norm: Annotated[Optional[float], typer.Option(help="Per-tensor gradient L2-norm clip (CISCA: 0.001); off by default.")] = None,
+    msge_maps: Annotated[str, typer.Option(help="Direction maps in the gradient loss: all | diagonals (CISCA).")] = "all",
+    data_seed: Annotated[int, typer.Option(help="Seed of the data order and drawn views (independent of --seeds).")] = 0,
     ram_cache: Annotated[str, typer.Option(help="auto | on | off: hold the split's features in RAM.")] = "auto",
     require_complete: Annotated[bool, typer.Option(help="Refuse a partly extracted feature group.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
@@ -121,7 +124,8 @@ def train(
         report = run_training(
             store, encoder_key=encoder, split_train=split_train, split_val=split_val, seeds=parse_ints(seeds, "--seeds"),
             decoder=decoder, levels=parse_ints(levels, "--levels"), epochs=epochs, batch_size=batch_size, lr=lr,
-            stop_patience=stop_patience, lr_patience=lr_patience, ram_cache=ram_cache,
+            stop_patience=stop_patience, lr_patience=lr_patience, clip_norm=clip_norm, msge_maps=msge_maps,
+            data_seed=data_seed, ram_cache=ram_cache,
             require_complete=require_complete, device=device, out=out, resume=resume, dry_run=dry_run,
             show_progress=not quiet,
         )

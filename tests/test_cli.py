@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +34,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *names: str) -> N
         (["extract", "--encoder", "tiny-vit", "--dataset", "synthetic", "--no-such-flag"], ["--no-such-flag"]),
         (["extract", "--encoder", "tiny-vit", "--dataset", "synthetic", "--views", "3"], ["--views"]),
         (["info", "/nonexistent/store.zarr"], ["/nonexistent/store.zarr"]),
+        (["train", "--store", "/nonexistent/store.zarr"], ["/nonexistent/store.zarr"]),
+        (["train", "--store", "x.zarr", "--seeds", "0,a"], ["--seeds"]),
     ],
 )
 def test_bad_input_gives_one_line_error_naming_it(args: list[str], names: list[str], tmp_path: Path) -> None:
@@ -66,3 +69,14 @@ def test_encoders_and_datasets_list_the_registry() -> None:
     assert enc.returncode == 0 and all(k in enc.stdout for k in ("uni", "virchow2", "gigapath", "convnext-b-22k"))
     ds = embed("datasets")
     assert ds.returncode == 0 and all(k in ds.stdout for k in ("pannuke", "conic", "cytodark0", "synthetic"))
+
+
+def test_train_writes_a_run_with_the_chosen_loss_options(synthetic_store: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = embed("train", "--store", str(synthetic_store), "--epochs", "1", "--seeds", "0,1", "--quiet",
+                   "--msge-maps", "diagonals", "--clip-norm", "0.001", "--data-seed", "3", "--out", str(run))
+    assert result.returncode == 0, result.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert (config["msge_maps"], config["clip_norm"], config["data_seed"], config["seeds"]) == ("diagonals", 0.001, 3, [0, 1])
+    assert (run / "seed_1" / "best.safetensors").is_file()
+    assert "trainable parameters" in result.stdout
