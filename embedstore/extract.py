@@ -29,6 +29,7 @@ from embedstore.encoders import FrozenEncoder
 from embedstore.errors import EmbedstoreError
 from embedstore.progress import progress_bar
 from embedstore.store import COMPRESSOR, Store
+from embedstore.threads import stop_producer
 
 COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 FP16_MAX = 65504.0
@@ -295,12 +296,7 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
             while in_flight:
                 in_flight.popleft().result()
         finally:
-            stop.set()
-            while reader.is_alive():  # unblock a reader waiting on a full queue
-                try:
-                    reads.get_nowait()
-                except queue.Empty:
-                    reader.join(timeout=0.05)
+            stop_producer(reader, reads, stop)
     report.seconds = time.perf_counter() - start
     return report
 

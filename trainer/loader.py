@@ -37,6 +37,7 @@ from embedstore.dihedral import dihedral
 from embedstore.errors import EmbedstoreError
 from embedstore.progress import progress_bar
 from embedstore.store import Store, open_store
+from embedstore.threads import stop_producer
 from embedstore.trainer.augment import dihedral_targets
 from embedstore.trainer.targets import Targets, compute_targets
 
@@ -273,12 +274,7 @@ class Loader:
                     raise item
                 yield item
         finally:
-            stop.set()
-            while worker.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    out.get_nowait()
-                except queue.Empty:
-                    worker.join(timeout=0.05)
+            stop_producer(worker, out, stop)
 
     # --- reading ---------------------------------------------------------------------------------------
     def _produce(self, order: np.ndarray, views: np.ndarray, out: queue.Queue, stop: threading.Event) -> None:
