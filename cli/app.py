@@ -115,8 +115,8 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train decoders from cached features; writes config, checkpoints, metrics log and curves to --out."""
-    from embedstore.trainer.train import TrainInterrupted
-    from embedstore.trainer.train import train as run_training
+    from embedstore.trainer.fit.train import TrainInterrupted
+    from embedstore.trainer.fit.train import train as run_training
 
     if ram_cache not in ("auto", "on", "off"):
         raise EmbedstoreError(f"--ram-cache {ram_cache}: expected auto, on or off")
@@ -220,34 +220,9 @@ def demo(
     Runs extract -> train -> evaluate end to end in a few minutes on a laptop CPU. The scores show the
     pipeline works; they say nothing about real encoders (the encoder has random weights).
     """
-    import time
+    from embedstore.trainer.demo import run_demo
 
-    from embedstore.pipeline import extract_into_store
-    from embedstore.trainer.evaluate import evaluate
-    from embedstore.trainer.train import train as run_training
-
-    started = time.perf_counter()
-    store = out / f"synthetic-{tile_size}.zarr"
-    console.print(f"[bold]1/3 extract[/bold]: {tiles} synthetic {tile_size} px tiles, encoder tiny-vit "
-                  f"(random weights) -> {store}")
-    extract_into_store(store, "tiny-vit", dataset="synthetic", options={"n": tiles}, tile_size=tile_size,
-                       weights="random", device="cpu")
-    run = out / "run"
-    n = 1
-    while run.exists():
-        n += 1
-        run = out / f"run-{n}"
-    console.print(f"[bold]2/3 train[/bold]: lite decoder, {epochs} epochs -> {run}")
-    report = run_training(store, seeds=(0,), decoder="lite", epochs=epochs, batch_size=4, device="cpu", out=run)
-    best = report.seeds[0]
-    console.print(f"best epoch {best.best_epoch}: val loss {best.best_val_loss:.4f}, "
-                  f"direction MAE on cells {best.val_direction_mae:.3f}, 3-class accuracy {best.val_accuracy:.3f}")
-    console.print("[bold]3/3 evaluate[/bold] on the test split")
-    metrics = evaluate(run, split="test", device="cpu")
-    mean = metrics["tile"]["mean"]
-    console.print(f"test bPQ {mean['bpq']:.3f}, AJI {mean['aji']:.3f}, detection F1 {mean['det_f1']:.3f}, "
-                  f"mPQ+ {mean.get('mpq_plus', float('nan')):.3f} -> {metrics['out']}")
-    console.print(f"demo done in {time.perf_counter() - started:.0f} s (pipeline demo: random-weight encoder)")
+    run_demo(out, tiles=tiles, tile_size=tile_size, epochs=epochs, say=console.print)
 
 
 app.command("evaluate")(evaluate_command)
@@ -267,7 +242,7 @@ def bench_extract_cmd(
     device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
 ) -> None:
     """Extraction tiles/s vs the bare encoder forward on the same batches; bytes per tile per level."""
-    from embedstore.bench_extract import bench_extract
+    from embedstore.trainer.bench.extract import bench_extract
 
     r = bench_extract(encoder, n_tiles=n_tiles, batch_size=batch_size, device=device)
     console.print(f"{r['encoder']} on {r['device']}, {r['n_tiles']} tiles, batch {r['batch_size']}")
@@ -286,7 +261,8 @@ def bench_postprocess_cmd(
     """Post-processing milliseconds per 256x256 tile on one core (goal <= 20 ms)."""
     import torch
 
-    from embedstore.trainer.postprocess import VARIANTS, benchmark_postprocess
+    from embedstore.trainer.bench.postprocess import benchmark_postprocess
+    from embedstore.trainer.postprocess import VARIANTS
 
     torch.set_num_threads(1)
     for name in VARIANTS if variant == "all" else (variant,):
@@ -304,7 +280,7 @@ def bench_train_cmd(
     repeats: Annotated[int, typer.Option(help="Runs of each arm, taken in turn; the fastest counts.")] = 3,
 ) -> None:
     """Training tiles/s from (a) the on-disk store, (b) features in RAM, (c) the encoder run online."""
-    from embedstore.trainer.bench_train import bench_train
+    from embedstore.trainer.bench.train import bench_train
 
     rows = bench_train(tuple(e for e in encoders.split(",") if e), n_tiles=n_tiles, batch_size=batch_size,
                        decoder=decoder, repeats=repeats)

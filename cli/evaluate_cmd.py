@@ -53,7 +53,7 @@ def evaluate_command(
 
     Where tiles come from larger images, whole images are also stitched, post-processed once and scored.
     """
-    from embedstore.trainer.evaluate import evaluate
+    from embedstore.trainer.evaluate.run import evaluate
 
     report = evaluate(run, store=store, split=split, postprocess=postprocess, tune_min_size=tune_min_size,
                       min_size=min_size, seeds=_seeds(seeds), workers=workers, device=device,
@@ -102,7 +102,7 @@ def bench_evaluate_command(
     postprocess: Annotated[str, typer.Option(help="cisca | improved | nocut.")] = "cisca",
 ) -> None:
     """Time evaluate's post-processing + scoring stage on synthetic model-like maps (decoder excluded)."""
-    from embedstore.trainer.evaluate import bench_evaluate
+    from embedstore.trainer.bench.evaluate import bench_evaluate
 
     r = bench_evaluate(n_tiles, workers=workers, variant=postprocess)
     console.print(f"{r['n_tiles']} tiles, {r['workers']} workers, {r['variant']}: {r['seconds']:.1f} s "

@@ -1,4 +1,4 @@
-"""`embed predict`: options -> :func:`embedstore.trainer.predict.predict`, then a summary table."""
+"""`embed predict`: options -> :func:`embedstore.trainer.predict.images.predict`, then a summary table."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def predict_command(
     the whole image once and writes an instance label TIFF, a per-cell CSV, QuPath GeoJSON and an overlay
     PNG per image.
     """
-    from embedstore.trainer.predict import predict
+    from embedstore.trainer.predict.images import predict
 
     console = Console()
     with warnings.catch_warnings(record=True) as caught:

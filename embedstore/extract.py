@@ -24,31 +24,16 @@ import torch
 import zarr
 
 from embedstore import __version__
-from embedstore.dihedral import dihedral
+from embedstore.imaging.dihedral import dihedral
 from embedstore.encoders import FrozenEncoder
 from embedstore.errors import EmbedstoreError
 from embedstore.progress import progress_bar
-from embedstore.store import COMPRESSOR, Store
+from embedstore.device import resolve_device
+from embedstore.store import COMPRESSOR, Store, feature_key
 from embedstore.threads import stop_producer
 
 COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 FP16_MAX = 65504.0
-
-
-def feature_key(encoder_key: str) -> str:
-    """Group name of an encoder inside ``features/`` (``timm:resnet18`` -> ``timm-resnet18``)."""
-    return encoder_key.replace(":", "-").replace("/", "-")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available; an unavailable explicit device is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise EmbedstoreError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise EmbedstoreError(f"--device {device}: expected auto, cpu or cuda[:N]")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:

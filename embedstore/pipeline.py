@@ -8,7 +8,8 @@ from typing import Any
 from embedstore.datasets import get_dataset
 from embedstore.encoders import build_encoder, get_spec
 from embedstore.errors import EmbedstoreError
-from embedstore.extract import ExtractReport, check_options, extract, resolve_device
+from embedstore.device import resolve_device
+from embedstore.extract import ExtractReport, check_options, extract
 from embedstore.store import Store, ingest, open_store
 
 

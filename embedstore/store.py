@@ -69,6 +69,11 @@ def _zarr_store(location: str | Path, read_only: bool) -> Any:
     return zarr.storage.LocalStore(text, read_only=read_only)
 
 
+def feature_key(encoder_key: str) -> str:
+    """Group name of an encoder inside ``features/`` (``timm:resnet18`` -> ``timm-resnet18``)."""
+    return encoder_key.replace(":", "-").replace("/", "-")
+
+
 class Store:
     """An opened embedstore: the zarr group plus typed accessors for its schema."""
 

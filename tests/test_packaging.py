@@ -19,8 +19,10 @@ def test_wheel_installs_embedstore_trainer_and_cli_without_generic_top_level_nam
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True)
-    probe = ("import embedstore, embedstore.trainer.metrics, embedstore.cli.app, embedstore.datasets;"
+    probe = ("import embedstore, embedstore.trainer.metrics, embedstore.trainer.fit.train, embedstore.cli.app, "
+             "embedstore.datasets, embedstore.imaging.tiling;"
              "print(embedstore.__file__); print(embedstore.trainer.metrics.__file__);"
+             "print(embedstore.trainer.fit.train.__file__); print(embedstore.imaging.tiling.__file__);"
              "print(embedstore.cli.app.__file__)")
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True,
                          cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout.split()
@@ -31,7 +33,7 @@ def test_installed_package_maps_the_trainer_and_cli_folders() -> None:
     import embedstore.cli.app
     import embedstore.trainer.targets
 
-    assert Path(embedstore.trainer.targets.__file__).parent.name == "trainer"
+    assert Path(embedstore.trainer.targets.__file__).parents[1] == ROOT / "trainer"
     assert Path(embedstore.cli.app.__file__).name == "app.py"
     result = subprocess.run(["embed", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "extract" in result.stdout

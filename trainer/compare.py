@@ -1,6 +1,6 @@
 """`embed compare`: the paper-style table of evaluated runs (rows encoder x decoder, mean +- sd over seeds).
 
-Reads each run's ``eval_<split>/metrics.json`` (written by :func:`embedstore.trainer.evaluate.evaluate`);
+Reads each run's ``eval_<split>/metrics.json`` (written by :func:`embedstore.trainer.evaluate.run.evaluate`);
 nothing is recomputed. Writes ``comparison.csv`` (one row per run; every column's mean and sd),
 ``comparison.md`` (mean +- sd cells) and ``comparison.png`` (grouped bars with sd error bars).
 """

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from embedstore.datasets.tiling import crop, grid_origins, relabel
+from embedstore.imaging.tiling import crop, grid_origins, relabel
 from embedstore.errors import EmbedstoreError
 
 #: What a source loader returns: image (H, W, 3) uint8, instance ids (H, W) integer, classes (H, W) or None.

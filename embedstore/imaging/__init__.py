@@ -1,0 +1,1 @@
+"""Array helpers every floor shares: dihedral views, tiling and window blending, morphology."""

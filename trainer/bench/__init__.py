@@ -1,0 +1,1 @@
+"""Every `embed bench` subcommand: ratios measured in one run."""

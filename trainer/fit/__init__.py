@@ -1,0 +1,1 @@
+"""Fitting decoders: losses, the K-seed training loop, the run folder and its curves."""
