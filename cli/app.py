@@ -9,9 +9,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from embedstore.cli.evaluate_cmd import bench_evaluate_command, compare_command, evaluate_command
+from embedstore.cli.bench_cmd import bench_app
+from embedstore.cli.evaluate_cmd import compare_command, evaluate_command
 from embedstore.cli.predict_cmd import predict_command
 from embedstore.errors import EmbedstoreError
+from embedstore.precision import ComputeDtype
+from embedstore.trainer.data.memory import RamCache
+from embedstore.trainer.fit.options import MsgeMaps
+from embedstore.trainer.model.presets import DecoderPreset
 
 app = typer.Typer(
     name="embed",
@@ -35,11 +40,6 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
     return options
 
 
-def default_store_path(dataset: str, options: dict[str, str]) -> Path:
-    suffix = f"-{options['magnification']}" if "magnification" in options else ""
-    return Path(f"{dataset}{suffix}.zarr")
-
-
 @app.command()
 def extract(
     encoder: Annotated[str, typer.Option(help="Encoder name (see `embed encoders`) or timm:<model name>.")],
@@ -48,7 +48,7 @@ def extract(
     store: Annotated[Optional[Path], typer.Option(help="Store folder (default: ./<dataset>[-<mag>].zarr).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per encoder forward pass.")] = 16,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
-    dtype: Annotated[str, typer.Option(help="Compute precision: auto (fp16 on CUDA, fp32 on CPU) | fp16 | bf16 | fp32. Stored as float16 unless fp32.")] = "auto",
+    dtype: Annotated[ComputeDtype, typer.Option(help="Compute precision (auto: fp16 on CUDA, fp32 on CPU). Stored as float16 unless fp32.")] = "auto",
     views: Annotated[int, typer.Option(help="1, or 8 to cache all dihedral views for augmentation.")] = 1,
     weights: Annotated[str, typer.Option(help="hub (HF Hub / timm, honours HF_HOME, HF_TOKEN, HF_HUB_OFFLINE) | random | PATH to .safetensors/.pt.")] = "hub",
     seed: Annotated[int, typer.Option(help="Seed for --weights random.")] = 0,
@@ -60,7 +60,7 @@ def extract(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Ingest a dataset (once) and write an encoder's four levels for every tile; resumes after a kill."""
-    from embedstore.pipeline import extract_into_store
+    from embedstore.pipeline import default_store_path, extract_into_store
 
     options = parse_options(option)
     if magnification:
@@ -96,7 +96,7 @@ def train(
     split_train: Annotated[str, typer.Option(help="Training split.")] = "train",
     split_val: Annotated[str, typer.Option(help="Validation split (early stopping, LR schedule).")] = "val",
     seeds: Annotated[str, typer.Option(help="Decoder seeds trained together, each batch read once: 0,1,2.")] = "0",
-    decoder: Annotated[str, typer.Option(help="lite (fast) | cisca (research-note widths).")] = "lite",
+    decoder: Annotated[DecoderPreset, typer.Option(help="Decoder widths: lite (fast) or cisca (research-note widths).")] = "lite",
     levels: Annotated[str, typer.Option(help="Encoder levels the decoder reads, e.g. 0,1,2,3 or 2,3.")] = "0,1,2,3",
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = 100,
     batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 4,
@@ -104,9 +104,9 @@ def train(
     stop_patience: Annotated[int, typer.Option(help="Epochs without val improvement before stopping.")] = 20,
     lr_patience: Annotated[int, typer.Option(help="Epochs without val improvement before halving the LR.")] = 10,
     clip_norm: Annotated[Optional[float], typer.Option(help="Per-tensor gradient L2-norm clip (CISCA: 0.001); off by default.")] = None,
-    msge_maps: Annotated[str, typer.Option(help="Direction maps in the gradient loss: all | diagonals (CISCA).")] = "all",
+    msge_maps: Annotated[MsgeMaps, typer.Option(help="Direction maps in the gradient loss: all, or diagonals (CISCA).")] = "all",
     data_seed: Annotated[int, typer.Option(help="Seed of the data order and drawn views (independent of --seeds).")] = 0,
-    ram_cache: Annotated[str, typer.Option(help="auto | on | off: hold the split's features in RAM.")] = "auto",
+    ram_cache: Annotated[RamCache, typer.Option(help="Hold the split's features in RAM (auto: when they fit).")] = "auto",
     require_complete: Annotated[bool, typer.Option(help="Refuse a partly extracted feature group.")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/train"),
@@ -115,19 +115,19 @@ def train(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train decoders from cached features; writes config, checkpoints, metrics log and curves to --out."""
+    from embedstore.trainer.fit.options import DataOptions, LossOptions, Optimisation
     from embedstore.trainer.fit.train import TrainInterrupted
     from embedstore.trainer.fit.train import train as run_training
 
-    if ram_cache not in ("auto", "on", "off"):
-        raise EmbedstoreError(f"--ram-cache {ram_cache}: expected auto, on or off")
     try:
         report = run_training(
-            store, encoder_key=encoder, split_train=split_train, split_val=split_val, seeds=parse_ints(seeds, "--seeds"),
-            decoder=decoder, levels=parse_ints(levels, "--levels"), epochs=epochs, batch_size=batch_size, lr=lr,
-            stop_patience=stop_patience, lr_patience=lr_patience, clip_norm=clip_norm, msge_maps=msge_maps,
-            data_seed=data_seed, ram_cache=ram_cache,
-            require_complete=require_complete, device=device, out=out, resume=resume, dry_run=dry_run,
-            show_progress=not quiet,
+            store, out, encoder_key=encoder, decoder=decoder, levels=parse_ints(levels, "--levels"),
+            seeds=parse_ints(seeds, "--seeds"), epochs=epochs,
+            data=DataOptions(split_train=split_train, split_val=split_val, data_seed=data_seed, batch_size=batch_size,
+                             ram_cache=ram_cache, require_complete=require_complete),
+            optimisation=Optimisation(lr=lr, clip_norm=clip_norm, lr_patience=lr_patience, stop_patience=stop_patience),
+            loss=LossOptions(msge_maps=msge_maps), device=device, resume=resume, dry_run=dry_run,
+            show_progress=not quiet, say=None if quiet else Console(stderr=True).print,
         )
     except TrainInterrupted as stop:
         Console(stderr=True).print(str(stop), highlight=False)
@@ -228,69 +228,8 @@ def demo(
 app.command("evaluate")(evaluate_command)
 app.command("compare")(compare_command)
 app.command("predict")(predict_command)
-
-bench_app = typer.Typer(help="Benchmarks that print ratios measured in one run.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-bench_app.command("evaluate")(bench_evaluate_command)
 
-
-@bench_app.command("extract")
-def bench_extract_cmd(
-    encoder: Annotated[str, typer.Option(help="Encoder (random weights).")] = "vit-b-22k",
-    n_tiles: Annotated[int, typer.Option(help="Synthetic tiles.")] = 64,
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 16,
-    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
-) -> None:
-    """Extraction tiles/s vs the bare encoder forward on the same batches; bytes per tile per level."""
-    from embedstore.trainer.bench.extract import bench_extract
-
-    r = bench_extract(encoder, n_tiles=n_tiles, batch_size=batch_size, device=device)
-    console.print(f"{r['encoder']} on {r['device']}, {r['n_tiles']} tiles, batch {r['batch_size']}")
-    console.print(f"bare encoder forward: {r['bare_tiles_per_s']:.2f} tiles/s")
-    console.print(f"extract (read + forward + write): {r['extract_tiles_per_s']:.2f} tiles/s")
-    console.print(f"ratio extract/bare: {r['ratio']:.3f}")
-    console.print("bytes per tile: images " + f"{r['image_bytes_per_tile']:.0f}, " + ", ".join(
-        f"{k} {v:.0f}" for k, v in r["bytes_per_tile_per_level"].items()))
-
-
-@bench_app.command("postprocess")
-def bench_postprocess_cmd(
-    n_tiles: Annotated[int, typer.Option(help="Tiles of realistic maps.")] = 64,
-    variant: Annotated[str, typer.Option(help="cisca | improved | nocut, or all.")] = "all",
-) -> None:
-    """Post-processing milliseconds per 256x256 tile on one core (goal <= 20 ms)."""
-    import torch
-
-    from embedstore.trainer.bench.postprocess import benchmark_postprocess
-    from embedstore.trainer.postprocess import VARIANTS
-
-    torch.set_num_threads(1)
-    for name in VARIANTS if variant == "all" else (variant,):
-        r = benchmark_postprocess(n_tiles, name)
-        console.print(f"{name}: {r['ms_per_tile']:.1f} ms/tile wall, {r['cpu_ms_per_tile']:.1f} ms/tile CPU "
-                      f"({r['n_tiles']} tiles, {r['instances_per_tile']:.0f} cells/tile)")
-
-
-@bench_app.command("train")
-def bench_train_cmd(
-    encoders: Annotated[str, typer.Option(help="Comma-separated encoders (random weights).")] = "vit-b-22k,uni",
-    n_tiles: Annotated[int, typer.Option(help="Synthetic tiles per encoder.")] = 16,
-    batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 4,
-    decoder: Annotated[str, typer.Option(help="lite | cisca.")] = "lite",
-    repeats: Annotated[int, typer.Option(help="Runs of each arm, taken in turn; the fastest counts.")] = 3,
-) -> None:
-    """Training tiles/s from (a) the on-disk store, (b) features in RAM, (c) the encoder run online."""
-    from embedstore.trainer.bench.train import bench_train
-
-    rows = bench_train(tuple(e for e in encoders.split(",") if e), n_tiles=n_tiles, batch_size=batch_size,
-                       decoder=decoder, repeats=repeats)
-    table = Table("encoder", "a store t/s", "b RAM t/s", "c online t/s", "a/b", "a/c", "ideal a/c", "goals")
-    for r in rows:
-        table.add_row(r["encoder"], f"{r['store_tiles_per_s']:.2f}", f"{r['ram_tiles_per_s']:.2f}",
-                      f"{r['online_tiles_per_s']:.2f}", f"{r['a_over_b']:.3f}", f"{r['a_over_c']:.2f}",
-                      f"{r['ideal_a_over_c']:.2f}",
-                      "ok" if r["goal_a_over_b"] and r["goal_a_over_c"] else "missed")
-    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from embedstore.cli.choices import Level, Postprocess
+
 console = Console()
+
+
 
 #: Rows of the evaluate table: (metrics.json key, label).
 _SUMMARY = (("bpq", "bPQ"), ("bdq", "bDQ"), ("bsq", "bSQ"), ("aji", "AJI"), ("aji_plus", "AJI+"),
@@ -40,7 +44,7 @@ def evaluate_command(
     run: Annotated[Path, typer.Argument(help="Run folder written by `embed train`.")],
     store: Annotated[Optional[str], typer.Option(help="Store to read (default: the one the run was trained on).")] = None,
     split: Annotated[str, typer.Option(help="Split to score.")] = "test",
-    postprocess: Annotated[str, typer.Option(help="cisca (faithful, paper comparisons) | improved | nocut (no direction-map cut; diagnostic).")] = "cisca",
+    postprocess: Annotated[Postprocess, typer.Option(help="cisca (faithful, paper comparisons) | improved | nocut (no direction-map cut; diagnostic).")] = Postprocess.cisca,
     tune_min_size: Annotated[bool, typer.Option(help="Choose the minimum cell size on the run's validation split first.")] = False,
     min_size: Annotated[Optional[int], typer.Option(help="Fixed minimum cell size in pixels (default: the dataset's).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Subset of the run's seeds, e.g. 0,2 (default: all).")] = None,
@@ -53,9 +57,9 @@ def evaluate_command(
 
     Where tiles come from larger images, whole images are also stitched, post-processed once and scored.
     """
-    from embedstore.trainer.evaluate.run import evaluate
+    from embedstore.trainer.evaluate import evaluate
 
-    report = evaluate(run, store=store, split=split, postprocess=postprocess, tune_min_size=tune_min_size,
+    report = evaluate(run, store=store, split=split, postprocess=postprocess.value, tune_min_size=tune_min_size,
                       min_size=min_size, seeds=_seeds(seeds), workers=workers, device=device,
                       batch_size=batch_size, show_progress=not quiet)
     params = report["postprocess"]["params"]
@@ -81,29 +85,16 @@ def evaluate_command(
 def compare_command(
     runs: Annotated[list[Path], typer.Argument(help="Run folders and/or folders of runs.")],
     split: Annotated[str, typer.Option(help="Evaluated split to compare.")] = "test",
-    level: Annotated[str, typer.Option(help="auto | tile | image (stitched whole images).")] = "auto",
+    level: Annotated[Level, typer.Option(help="auto | tile | image (stitched whole images).")] = Level.auto,
     out: Annotated[Path, typer.Option(help="Folder for comparison.csv, .md and .png.")] = Path("comparison"),
 ) -> None:
     """Paper-style comparison of evaluated runs (rows encoder x decoder, mean ± sd over seeds)."""
     from embedstore.trainer.compare import compare
 
-    table = compare(list(runs), split=split, level=level, out=out)
+    table = compare(list(runs), split=split, level=level.value, out=out)
     view = Table("encoder x decoder", "seeds", *(h for _, h in table.columns),
                  title=f"{table.split} split, {table.level} level")
     for r in table.rows:
         view.add_row(r.label, str(r.n_seeds), *(table.cell(r, k) for k, _ in table.columns))
     console.print(view)
     console.print("wrote " + ", ".join(str(p) for p in table.files.values()))
-
-
-def bench_evaluate_command(
-    n_tiles: Annotated[int, typer.Option(help="256 px tiles to post-process and score.")] = 1000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 2,
-    postprocess: Annotated[str, typer.Option(help="cisca | improved | nocut.")] = "cisca",
-) -> None:
-    """Time evaluate's post-processing + scoring stage on synthetic model-like maps (decoder excluded)."""
-    from embedstore.trainer.bench.evaluate import bench_evaluate
-
-    r = bench_evaluate(n_tiles, workers=workers, variant=postprocess)
-    console.print(f"{r['n_tiles']} tiles, {r['workers']} workers, {r['variant']}: {r['seconds']:.1f} s "
-                  f"({r['tiles_per_s']:.1f} tiles/s; {r['seconds_per_1000']:.1f} s per 1,000 tiles)")

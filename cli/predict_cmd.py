@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from embedstore.cli.choices import ObjectType, Postprocess
+
 
 def predict_command(
     inputs: Annotated[Path, typer.Argument(metavar="IMAGE_OR_DIR", help="An image (png, jpg, tif) or a folder of them, any size.")],
@@ -22,9 +24,9 @@ def predict_command(
     stride: Annotated[Optional[int], typer.Option(help="Tile step in pixels; overlaps are blended (default: half the tile).")] = None,
     batch_size: Annotated[int, typer.Option(help="Tiles per forward pass.")] = 8,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
-    postprocess: Annotated[str, typer.Option(help="cisca (reference) | improved | nocut (no direction-map cut).")] = "cisca",
+    postprocess: Annotated[Postprocess, typer.Option(help="cisca (reference) | improved | nocut (no direction-map cut).")] = Postprocess.cisca,
     min_size: Annotated[Optional[int], typer.Option(help="Minimum cell area in pixels (default: the dataset's at its magnification).")] = None,
-    object_type: Annotated[str, typer.Option(help="QuPath object type in the GeoJSON: cell | detection.")] = "cell",
+    object_type: Annotated[ObjectType, typer.Option(help="QuPath object type in the GeoJSON: cell | detection.")] = ObjectType.cell,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Segment and classify cells in new images with a trained run.
@@ -40,8 +42,8 @@ def predict_command(
         warnings.simplefilter("always")
         summaries = predict(
             run, inputs, out=out, weights=weights, allow_fingerprint_mismatch=allow_fingerprint_mismatch,
-            seed=seed, tile=tile, stride=stride, batch_size=batch_size, device=device, postprocess=postprocess,
-            min_size=min_size, object_type=object_type, show_progress=not quiet,
+            seed=seed, tile=tile, stride=stride, batch_size=batch_size, device=device,
+            postprocess=postprocess.value, min_size=min_size, object_type=object_type.value, show_progress=not quiet,
         )
     for warning in caught:
         Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning.message}", highlight=False, soft_wrap=True)

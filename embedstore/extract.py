@@ -1,16 +1,15 @@
 """Run a frozen encoder once over a store's tiles and write its four levels, resumably.
 
-Data flow: a reader thread decodes whole image shards (and makes the dihedral views) ahead of the
-encoder; the main thread runs the encoder in batches that may span shards; finished shards go to a
-writer pool, one writer per shard, which writes the levels and then that shard's ``done`` chunk.
-A run killed at any moment leaves every shard either committed (``done`` set) or recomputed on resume.
+Data flow: a background thread (:func:`embedstore.threads.background`) decodes whole image shards (and
+makes the dihedral views) ahead of the encoder; the main thread runs the encoder in batches that may
+span shards; finished shards go to a writer pool, one writer per shard, which writes the levels and then
+that shard's ``done`` chunk. A run killed at any moment leaves every shard either committed (``done``
+set) or recomputed on resume.
 """
 
 from __future__ import annotations
 
 import os
-import queue
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -24,25 +23,18 @@ import torch
 import zarr
 
 from embedstore import __version__
-from embedstore.imaging.dihedral import dihedral
+from embedstore.device import resolve_device
 from embedstore.encoders import FrozenEncoder
 from embedstore.errors import EmbedstoreError
+from embedstore.imaging.dihedral import dihedral
+from embedstore.precision import resolve_dtype, storage_dtype
 from embedstore.progress import progress_bar
-from embedstore.device import resolve_device
 from embedstore.store import COMPRESSOR, Store, feature_key
-from embedstore.threads import stop_producer
+from embedstore.threads import background
 
 COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+"""torch dtype of each resolved ``--dtype`` (see :data:`embedstore.precision.ComputeDtype`)."""
 FP16_MAX = 65504.0
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """``auto`` computes in fp16 on CUDA and fp32 on CPU (CPU half precision is slow and lossy)."""
-    if dtype == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if dtype not in COMPUTE_DTYPES:
-        raise EmbedstoreError(f"--dtype {dtype}: expected auto, fp16, bf16 or fp32")
-    return dtype
 
 
 def check_options(*, views: int, batch_size: int, device: str, dtype: str) -> None:
@@ -68,11 +60,6 @@ class ExtractReport:
     @property
     def tiles_per_s(self) -> float:
         return self.tiles_written / self.seconds if self.seconds else 0.0
-
-
-def storage_dtype(requested: str) -> str:
-    """Features are stored as float16 (half the bytes) unless fp32 was asked for explicitly."""
-    return "float32" if requested == "fp32" else "float16"
 
 
 def group_attrs(encoder: FrozenEncoder, tile_size: int, views: int, dtype: str, stored: str) -> dict[str, Any]:
@@ -146,18 +133,11 @@ def _views(images: np.ndarray, views: int) -> np.ndarray:
     return np.stack([dihedral(img, t) for img in images for t in range(views)])
 
 
-def _read_ahead(store: Store, blocks: list[slice], views: int, out: queue.Queue,
-                stop: threading.Event) -> None:
-    """Reader thread: decode whole image shards ahead of the encoder."""
-    try:
-        images = store.group["images"]
-        for block in blocks:
-            if stop.is_set():
-                break
-            out.put((block, np.ascontiguousarray(_views(images[block], views))))
-    except BaseException as err:  # handed to the main thread, which re-raises
-        out.put(err)
-    out.put(None)
+def _shard_images(store: Store, blocks: list[slice], views: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """Whole image shards with their views, in order: what the background reader decodes ahead."""
+    images = store.group["images"]
+    for block in blocks:
+        yield block, np.ascontiguousarray(_views(images[block], views))
 
 
 def _batches(blocks: Iterator[tuple[_Block, np.ndarray]], batch_size: int
@@ -236,52 +216,43 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
     compute = COMPUTE_DTYPES[dtype]
     autocast = compute != torch.float32
     start = time.perf_counter()
-    reads: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-    reader = threading.Thread(target=_read_ahead, args=(store, pending, views, reads, stop), daemon=True)
-    reader.start()
 
-    def shard_stream() -> Iterator[tuple[_Block, np.ndarray]]:
-        while (item := reads.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            block_slice, items = item
+    def shard_stream(shards: Iterator[tuple[slice, np.ndarray]]) -> Iterator[tuple[_Block, np.ndarray]]:
+        for block_slice, items in shards:
             n = block_slice.stop - block_slice.start
             levels = [np.empty((n, views, *s), dtype=np_dtype) for s in shapes]
             yield _Block(block_slice, views, levels), items
 
     in_flight: deque[Future] = deque()
     with progress_bar(f"extract {key}", total=store.n_samples, unit="tiles", enabled=show_progress) as advance, \
-            ThreadPoolExecutor(max_workers=max(1, writers)) as pool:
+            ThreadPoolExecutor(max_workers=max(1, writers)) as pool, \
+            background(_shard_images(store, pending, views), depth=2) as shards:
         advance(report.tiles_skipped)
-        try:
-            for parts, batch in _batches(shard_stream(), batch_size):
-                t0 = time.perf_counter()
-                x = torch.from_numpy(batch)
-                if dev.type == "cuda":
-                    x = x.pin_memory().to(dev, non_blocking=True)
-                with torch.inference_mode():
-                    with torch.autocast(dev.type, dtype=compute, enabled=autocast):
-                        outs = encoder(x)
-                    arrays = [_to_storage(out, np_dtype) for out in outs]
-                report.encoder_seconds += time.perf_counter() - t0
-                offset = 0
-                for block, first, count in parts:
-                    for level, arr in zip(block.levels, arrays):
-                        flat = level.reshape(block.n_items, *level.shape[2:])
-                        flat[first:first + count] = arr[offset:offset + count]
-                    offset += count
-                    block.filled += count
-                    if block.filled == block.n_items:
-                        in_flight.append(pool.submit(_write, group, block))
-                        report.tiles_written += block.index.stop - block.index.start
-                        advance(block.index.stop - block.index.start)
-                while in_flight and (in_flight[0].done() or len(in_flight) > 2 * writers):
-                    in_flight.popleft().result()
-            while in_flight:
+        for parts, batch in _batches(shard_stream(shards), batch_size):
+            t0 = time.perf_counter()
+            x = torch.from_numpy(batch)
+            if dev.type == "cuda":
+                x = x.pin_memory().to(dev, non_blocking=True)
+            with torch.inference_mode():
+                with torch.autocast(dev.type, dtype=compute, enabled=autocast):
+                    outs = encoder(x)
+                arrays = [_to_storage(out, np_dtype) for out in outs]
+            report.encoder_seconds += time.perf_counter() - t0
+            offset = 0
+            for block, first, count in parts:
+                for level, arr in zip(block.levels, arrays):
+                    flat = level.reshape(block.n_items, *level.shape[2:])
+                    flat[first:first + count] = arr[offset:offset + count]
+                offset += count
+                block.filled += count
+                if block.filled == block.n_items:
+                    in_flight.append(pool.submit(_write, group, block))
+                    report.tiles_written += block.index.stop - block.index.start
+                    advance(block.index.stop - block.index.start)
+            while in_flight and (in_flight[0].done() or len(in_flight) > 2 * writers):
                 in_flight.popleft().result()
-        finally:
-            stop_producer(reader, reads, stop)
+        while in_flight:
+            in_flight.popleft().result()
     report.seconds = time.perf_counter() - start
     return report
 

@@ -13,6 +13,12 @@ from embedstore.extract import ExtractReport, check_options, extract
 from embedstore.store import Store, ingest, open_store
 
 
+def default_store_path(dataset: str, options: dict[str, Any]) -> Path:
+    """Where `embed extract` puts a dataset's store when no ``--store`` is given: ``./<dataset>[-<mag>].zarr``."""
+    suffix = f"-{options['magnification']}" if "magnification" in options else ""
+    return Path(f"{dataset}{suffix}.zarr")
+
+
 def ingest_dataset(location: str | Path, dataset: str, *, data_dir: str | Path | None = None,
                    options: dict[str, Any] | None = None, tile_size: int = 256, stride: int | None = None,
                    show_progress: bool = True) -> Store:

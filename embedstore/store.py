@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
@@ -261,8 +262,10 @@ def ingest(dataset: TileDataset, location: str | Path, *, tile_size: int = 256,
 
 
 def store_bytes(location: str | Path) -> int:
-    """Bytes on disk of a local store (0 for remote or zip stores, where the size is not walked)."""
-    path = Path(str(location))
-    if not path.is_dir():
-        return path.stat().st_size if path.is_file() else 0
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    """Bytes on disk of a store or of a folder inside it: a local or remote (fsspec URL) folder's
+    ``du``, a zip store's file size, 0 when nothing is there."""
+    text = str(location)
+    if text.endswith(".zip") and not _is_remote(text):
+        return Path(text).stat().st_size if Path(text).is_file() else 0
+    fs, path = fsspec.core.url_to_fs(text)
+    return int(fs.du(path)) if fs.exists(path) else 0

@@ -25,7 +25,7 @@ def describe_store(location: str | Path) -> dict[str, Any]:
             "views": group.attrs.get("views"),
             "committed": done,
             "total": total,
-            "bytes": store_bytes(Path(str(location)) / "features" / key),
+            "bytes": store_bytes(f"{str(location).rstrip('/')}/features/{key}"),
         }
     return {
         "schema_version": store.meta["schema_version"],

@@ -1,13 +1,13 @@
 """`embed compare`: the paper-style table of evaluated runs (rows encoder x decoder, mean +- sd over seeds).
 
-Reads each run's ``eval_<split>/metrics.json`` (written by :func:`embedstore.trainer.evaluate.run.evaluate`);
-nothing is recomputed. Writes ``comparison.csv`` (one row per run; every column's mean and sd),
-``comparison.md`` (mean +- sd cells) and ``comparison.png`` (grouped bars with sd error bars).
+Reads each run's ``eval_<split>/metrics.json`` (written by :func:`embedstore.trainer.evaluate.evaluate`; paths
+from :class:`~embedstore.trainer.run_folder.RunDir`); nothing is recomputed. Writes ``comparison.csv`` (one row
+per run; every column's mean and sd), ``comparison.md`` (mean +- sd cells) and ``comparison.png`` (grouped
+bars with sd error bars).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from embedstore.errors import EmbedstoreError
+from embedstore.tables import write_csv
+from embedstore.trainer.run_folder import RunDir
 
 #: Headline columns in table order: (metrics.json key, header).
 HEADLINE = (("bpq", "bPQ"), ("bdq", "DQ"), ("bsq", "SQ"), ("mpq_image", "mPQ"), ("mpq_plus", "mPQ+"),
             ("det_f1", "F1"), ("r2", "R2"))
 #: Columns drawn in the bar chart.
 CHART = ("bpq", "mpq_image", "mpq_plus", "det_f1")
+#: What ``level`` may be: "auto" picks "image" when every run has stitched results, else "tile".
+LEVELS = ("auto", "tile", "image")
 
 
 @dataclass
@@ -66,17 +70,18 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
     for p in map(Path, paths):
         if not p.exists():
             raise EmbedstoreError(f"{p}: no such run or runs folder")
-        if (p / "config.json").is_file():
+        if RunDir(p).is_run():
             runs.append(p)
         elif p.is_dir():
-            runs.extend(sorted(c for c in p.iterdir() if (c / "config.json").is_file()))
+            runs.extend(sorted(c for c in p.iterdir() if RunDir(c).is_run()))
     if not runs:
         raise EmbedstoreError(f"no runs (folders with config.json) in {', '.join(map(str, paths))}")
     return runs
 
 
 def _load_metrics(run: Path, split: str) -> dict[str, Any]:
-    path = run / f"eval_{split}" / "metrics.json"
+    """The run's ``eval_<split>/metrics.json``; a missing or unreadable file is a user error."""
+    path = RunDir(run).eval_metrics(split)
     if not path.is_file():
         raise EmbedstoreError(f"{run}: not evaluated on '{split}' (no {path}); run `embed evaluate {run} --split {split}`")
     try:
@@ -100,8 +105,8 @@ def compare(runs: list[str | Path] | str | Path, *, split: str = "test", level: 
     ------
     EmbedstoreError : no runs, a run not evaluated on ``split``, or ``level`` "image" missing for a run.
     """
-    if level not in ("auto", "tile", "image"):
-        raise EmbedstoreError(f"--level {level}: expected auto, tile or image")
+    if level not in LEVELS:
+        raise EmbedstoreError(f"--level {level}: expected {', '.join(LEVELS[:-1])} or {LEVELS[-1]}")
     folders = find_runs([runs] if isinstance(runs, (str, Path)) else list(runs))
     reports = [(run, _load_metrics(run, split)) for run in folders]
     if level == "auto":
@@ -143,15 +148,15 @@ def _columns(rows: list[ComparisonRow]) -> list[tuple[str, str]]:
 
 
 def _write_csv(table: Comparison, path: Path) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["label", "encoder", "decoder", "run", "seeds", "level"]
-                        + [name for key, _ in table.columns for name in (key, f"{key}_sd")])
-        for r in table.rows:
-            values = []
-            for key, _ in table.columns:
-                values += ["" if r.mean.get(key) is None else r.mean[key], "" if r.sd.get(key) is None else r.sd[key]]
-            writer.writerow([r.label, r.encoder, r.decoder, r.run, r.n_seeds, table.level, *values])
+    """One row per run: label, encoder, decoder, run, seeds, level, then each column's mean and sd (empty: missing)."""
+    rows = []
+    for r in table.rows:
+        row: dict[str, Any] = {"label": r.label, "encoder": r.encoder, "decoder": r.decoder, "run": r.run,
+                               "seeds": r.n_seeds, "level": table.level}
+        for key, _ in table.columns:
+            row[key], row[f"{key}_sd"] = r.mean.get(key), r.sd.get(key)
+        rows.append(row)
+    write_csv(path, rows)
 
 
 def _write_markdown(table: Comparison, path: Path) -> None:

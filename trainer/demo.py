@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from embedstore.pipeline import extract_into_store
-from embedstore.trainer.evaluate.run import evaluate
+from embedstore.trainer.evaluate import evaluate
+from embedstore.trainer.fit.options import DataOptions
 from embedstore.trainer.fit.train import train
 
 
@@ -37,7 +38,8 @@ def run_demo(out: str | Path = "demo-out", *, tiles: int = 64, tile_size: int = 
                        weights="random", device="cpu")
     run = _next_free(out, "run")
     say(f"[bold]2/3 train[/bold]: lite decoder, {epochs} epochs -> {run}")
-    report = train(store, seeds=(0,), decoder="lite", epochs=epochs, batch_size=4, device="cpu", out=run)
+    report = train(store, run, seeds=(0,), decoder="lite", epochs=epochs, data=DataOptions(batch_size=4),
+                   device="cpu")
     best = report.seeds[0]
     say(f"best epoch {best.best_epoch}: val loss {best.best_val_loss:.4f}, "
         f"direction MAE on cells {best.val_direction_mae:.3f}, 3-class accuracy {best.val_accuracy:.3f}")

@@ -131,6 +131,10 @@ class RunDir:
         """``seed_<seed>/<which>.safetensors`` (``which``: best or last), whether or not it exists."""
         return self.seed_dir(seed) / f"{which}.safetensors"
 
+    def checkpoint_pattern(self, which: str = "best") -> str:
+        """The ``which`` checkpoints of every seed as one glob pattern (``<run>/seed_*/<which>.safetensors``)."""
+        return str(self.path / "seed_*" / f"{which}.safetensors")
+
     def require_checkpoint(self, seed: int, which: str = "best") -> Path:
         """:meth:`checkpoint`, refusing a missing file with a one-line error."""
         path = self.checkpoint(seed, which)

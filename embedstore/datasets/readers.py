@@ -18,7 +18,10 @@ from PIL import Image
 
 from embedstore.errors import EmbedstoreError
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".npy")
+#: Picture files (what `embed predict` reads): png, jpeg, tiff.
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Dataset image files: pictures and numpy arrays.
+IMAGE_SUFFIXES = (*PICTURE_SUFFIXES, ".npy")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy", ".mat")
 #: ``fold`` column of a folds.csv (CISCA convention) -> split name.
 FOLD_SPLITS = {0: "train", 1: "val", 2: "test"}

@@ -1,24 +1,23 @@
 """Where encoder weights come from and how they are checked: hub download, local files, fingerprints.
 
 Weights files must hold the timm state dict of the spec's architecture (the layout of the hub files);
-common wrappers (``{"state_dict": ...}``, ``{"model": ...}``) and key prefixes (``module.``, ``model.``)
-are removed. Keys of parts the encoder never runs (head, final norm, blocks after the deepest level) may
-be present or absent; anything else that does not match is an error naming the file.
+``timm.models.load_state_dict`` reads them (``torch.load(weights_only=True)``: a pickle is never run) and
+removes a ``{"state_dict": ...}`` / ``{"model": ...}`` wrapper and ``module.`` prefixes; a ``model.``
+prefix on every key is removed here. Keys of parts the encoder never runs (head, final norm, blocks after
+the deepest level) may be present or absent; anything else that does not match is an error naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pickle
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import safetensors
-import safetensors.torch
 import timm
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import constants, get_token, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
 from embedstore.encoders.spec import EncoderSpec
@@ -26,9 +25,6 @@ from embedstore.errors import EmbedstoreError
 
 HUB_PREFIX = "hf-hub:"
 HUB_FILENAMES = ("model.safetensors", "pytorch_model.bin")
-_WRAPPERS = ("state_dict", "model")
-_PREFIXES = ("module.", "model.")
-_TRUE = {"1", "ON", "YES", "TRUE"}
 _CHUNK = 16 << 20
 
 
@@ -42,11 +38,18 @@ def file_sha256(path: Path) -> str:
 
 
 def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache as the environment says *now* (HF_HUB_CACHE, else HF_HOME/hub)."""
+    """The Hugging Face hub cache as the environment says *now*: HF_HUB_CACHE, else HF_HOME/hub, else
+    ``huggingface_hub.constants.HF_HUB_CACHE`` (its default, fixed when huggingface_hub was imported)."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME", "~/.cache"), "huggingface")
-    return Path(home).expanduser() / "hub"
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    return Path(constants.HF_HUB_CACHE)
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as set *now* (huggingface_hub's own flag is read once, at import), or at import."""
+    return constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").upper() in constants.ENV_VARS_TRUE_VALUES
 
 
 def _hub_repo(spec: EncoderSpec) -> tuple[str, str | None, tuple[str, ...]]:
@@ -75,7 +78,7 @@ def fetch_hub_weights(spec: EncoderSpec) -> tuple[Path, str]:
         offline, or nothing can be downloaded.
     """
     repo, revision, filenames = _hub_repo(spec)
-    offline = os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE
+    offline = hub_offline()
     cache = hub_cache_dir()
     hint = (
         f"if the model is gated, accept its licence on https://huggingface.co/{repo} and log in "
@@ -86,7 +89,7 @@ def fetch_hub_weights(spec: EncoderSpec) -> tuple[Path, str]:
         try:
             path = Path(hf_hub_download(
                 repo, filename, revision=revision, cache_dir=cache, local_files_only=offline,
-                token=os.environ.get("HF_TOKEN") or None,
+                token=get_token(),
             ))
         except RepositoryNotFoundError as err:  # also GatedRepoError: no access with the current token
             raise EmbedstoreError(f"no access to {repo} for encoder {spec.key!r}: {hint}") from err
@@ -112,20 +115,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise EmbedstoreError(f"weights file {path} does not exist (pass a file, 'hub' or 'random')")
     try:
-        if path.suffix == ".safetensors":
-            state = safetensors.torch.load_file(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except (safetensors.SafetensorError, pickle.UnpicklingError, RuntimeError, OSError, ValueError) as err:
+        state = timm.models.load_state_dict(str(path), use_ema=False, device="cpu", weights_only=True)
+    except (safetensors.SafetensorError, RuntimeError, OSError, ValueError) as err:
         raise EmbedstoreError(f"cannot read weights file {path}: {err}") from err
-    while isinstance(state, Mapping) and any(isinstance(state.get(k), Mapping) for k in _WRAPPERS):
-        state = next(state[k] for k in _WRAPPERS if isinstance(state.get(k), Mapping))
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    except AttributeError as err:  # timm's key cleaning met a file that is not a mapping
+        raise EmbedstoreError(f"weights file {path} does not hold a state dict (names -> tensors)") from err
+    if not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise EmbedstoreError(f"weights file {path} does not hold a state dict (names -> tensors)")
-    state = dict(state)
-    for prefix in _PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k[len(prefix):]: v for k, v in state.items()}
+    if state and all(k.startswith("model.") for k in state):
+        state = {k[len("model."):]: v for k, v in state.items()}
     return state
 
 

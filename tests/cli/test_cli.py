@@ -36,6 +36,11 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *names: str) -> N
         (["info", "/nonexistent/store.zarr"], ["/nonexistent/store.zarr"]),
         (["train", "--store", "/nonexistent/store.zarr"], ["/nonexistent/store.zarr"]),
         (["train", "--store", "x.zarr", "--seeds", "0,a"], ["--seeds"]),
+        (["train", "--store", "x.zarr", "--ram-cache", "sometimes"], ["--ram-cache", "sometimes"]),
+        (["train", "--store", "x.zarr", "--decoder", "huge"], ["--decoder", "huge"]),
+        (["train", "--store", "x.zarr", "--msge-maps", "none"], ["--msge-maps", "none"]),
+        (["extract", "--encoder", "tiny-vit", "--dataset", "synthetic", "--dtype", "fp8"], ["--dtype", "fp8"]),
+        (["bench", "train", "--decoder", "huge"], ["--decoder", "huge"]),
     ],
 )
 def test_bad_input_gives_one_line_error_naming_it(args: list[str], names: list[str], tmp_path: Path) -> None:
@@ -80,3 +85,12 @@ def test_train_writes_a_run_with_the_chosen_loss_options(synthetic_store: Path, 
     assert (config["msge_maps"], config["clip_norm"], config["data_seed"], config["seeds"]) == ("diagonals", 0.001, 3, [0, 1])
     assert (run / "seed_1" / "best.safetensors").is_file()
     assert "trainable parameters" in result.stdout
+
+
+def test_help_lists_the_choices_of_every_choice_option() -> None:
+    train = embed("train", "--help")
+    assert train.returncode == 0
+    for choices in ("<auto|on|off>", "<lite|cisca>", "<all|diagonals>"):
+        assert choices in train.stdout, choices
+    assert "<auto|fp16|bf16|fp32>" in embed("extract", "--help").stdout
+    assert "<lite|cisca>" in embed("bench", "train", "--help").stdout

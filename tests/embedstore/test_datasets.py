@@ -17,7 +17,6 @@ import embedstore.datasets.folder as folder_module
 from embedstore.datasets import DatasetInfo, get_dataset, list_datasets
 from embedstore.datasets.monuseg import rasterise, read_regions
 from embedstore.datasets.pannuke import masks_to_maps
-from embedstore.imaging.tiling import grid_starts, relabel
 from embedstore.errors import EmbedstoreError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,29 +56,6 @@ def disk(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.n
 
 
 # ----------------------------------------------------------------------------------------------- tiling
-def test_grid_starts_step_by_stride_and_align_the_last_tile_to_the_border() -> None:
-    assert grid_starts(100, 64, 32) == [0, 32, 36]
-    assert grid_starts(1000, 256, 256) == [0, 256, 512, 744]
-    assert grid_starts(512, 256, 256) == [0, 256]
-    assert grid_starts(40, 64, 64) == [0]
-
-
-def test_relabel_splits_cut_pieces_keeps_touching_cells_apart_and_numbers_from_one() -> None:
-    inst = np.zeros((6, 8), np.int32)
-    inst[0:2, 0:2] = 7  # two pieces of id 7
-    inst[4:6, 6:8] = 7
-    inst[3, 2:4] = 9  # 9 and 4 touch along an edge
-    inst[3, 4:6] = 4
-    inst[5, 0] = 2  # diagonal-only neighbours of one id stay one cell (8-connectivity)
-    inst[4, 1] = 2
-    out = relabel(inst)
-    assert out.dtype == np.int32
-    assert sorted(np.unique(out)) == [0, 1, 2, 3, 4, 5]
-    assert out[0, 0] != out[4, 6]
-    assert out[3, 2] != out[3, 4]
-    assert out[5, 0] == out[4, 1]
-
-
 def test_folder_tiles_cover_the_image_with_overlapping_stride_and_report_origins(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (100, 70, 3), dtype=np.uint8)

@@ -257,6 +257,20 @@ def test_weights_with_wrong_shapes_raise(tmp_path) -> None:
         build_encoder("tiny-vit", path)
 
 
+def test_torch_file_with_model_wrapper_and_model_prefix_loads(tmp_path, tiles) -> None:
+    state = save_random_weights(get_spec("tiny-cnn"), 5, tmp_path / "unused.safetensors")
+    path = tmp_path / "lightning.ckpt"
+    torch.save({"model": {f"model.{k}": v for k, v in state.items()}, "epoch": 3}, path)
+    assert_same_outputs(build_encoder("tiny-cnn", str(path))(tiles), build_encoder("tiny-cnn", "random", seed=5)(tiles))
+
+
+def test_torch_file_without_a_state_dict_is_refused_naming_the_file(tmp_path) -> None:
+    path = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(EmbedstoreError, match="tensor.pt does not hold a state dict"):
+        build_encoder("tiny-cnn", path)
+
+
 def test_missing_weights_file_raises(tmp_path) -> None:
     with pytest.raises(EmbedstoreError, match="does not exist"):
         build_encoder("tiny-vit", tmp_path / "absent.safetensors")
@@ -306,6 +320,22 @@ def test_hub_weights_are_read_from_the_cache_with_their_revision(empty_offline_h
     assert encoder.weights_source == f"hf-hub:timm/resnet10t.c3_in1k@{commit}"
     assert encoder.fingerprint == "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()
     assert_same_outputs(encoder(tiles), build_encoder(spec, "random", seed=8)(tiles))
+
+
+def test_hub_download_uses_the_token_and_cache_set_now(monkeypatch, empty_offline_hub, tmp_path) -> None:
+    seen = {}
+
+    def record(repo_id, filename, **kwargs):
+        seen.update(kwargs)
+        raise GatedRepoError.__new__(GatedRepoError, "401")
+    monkeypatch.setattr("embedstore.encoders.weights.hf_hub_download", record)
+    monkeypatch.setenv("HF_TOKEN", "hf_example_token")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "elsewhere"))
+    with pytest.raises(EmbedstoreError, match="no access"):
+        build_encoder("uni", "hub")
+    assert seen["token"] == "hf_example_token"
+    assert Path(seen["cache_dir"]) == tmp_path / "elsewhere"
+    assert seen["local_files_only"] is True
 
 
 def test_hub_for_an_encoder_without_published_weights_raises(empty_offline_hub) -> None:

@@ -148,3 +148,15 @@ def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path: Path) 
 def test_ingest_dataset_errors_name_the_option(tmp_path: Path) -> None:
     with pytest.raises(EmbedstoreError, match="no_such_option"):
         ingest_dataset(tmp_path / "x.zarr", "synthetic", options={"no_such_option": "1"}, show_progress=False)
+
+
+def test_the_dtype_option_names_auto_and_exactly_the_compute_dtypes() -> None:
+    from typing import get_args
+
+    from embedstore.extract import COMPUTE_DTYPES
+    from embedstore.precision import ComputeDtype, resolve_dtype
+
+    assert get_args(ComputeDtype) == ("auto", *COMPUTE_DTYPES)
+    assert resolve_dtype("auto", torch.device("cpu")) == "fp32"
+    with pytest.raises(EmbedstoreError, match="--dtype fp8"):
+        resolve_dtype("fp8", torch.device("cpu"))

@@ -6,12 +6,13 @@ import json
 import zipfile
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 
 from embedstore.datasets import get_dataset
 from embedstore.errors import EmbedstoreError
-from embedstore.store import SCHEMA_VERSION, ingest, open_store
+from embedstore.store import SCHEMA_VERSION, ingest, open_store, store_bytes
 
 
 def test_ingest_writes_every_tile_label_and_sample_row(tmp_path: Path) -> None:
@@ -97,3 +98,27 @@ def test_shared_store_is_read_only_and_reads_from_a_zip(tmp_path: Path, syntheti
     zipped = open_store(zpath)
     np.testing.assert_array_equal(zipped.array("images")[3], store.array("images")[3])
     np.testing.assert_array_equal(zipped.features("tiny-vit")["level_2"][5], store.features("tiny-vit")["level_2"][5])
+
+
+def test_store_bytes_counts_every_file_of_a_folder_and_the_size_of_a_zip(tmp_path: Path, synthetic_store: Path) -> None:
+    files = [p for p in synthetic_store.rglob("*") if p.is_file()]
+    assert store_bytes(synthetic_store) == sum(p.stat().st_size for p in files) > 0
+    images = synthetic_store / "images"
+    assert store_bytes(images) == sum(p.stat().st_size for p in images.rglob("*") if p.is_file())
+    zpath = tmp_path / "shared.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in files:
+            zf.write(p, p.relative_to(synthetic_store).as_posix())
+    assert store_bytes(zpath) == zpath.stat().st_size
+    assert store_bytes(tmp_path / "absent") == store_bytes(tmp_path / "absent.zip") == 0
+
+
+def test_store_bytes_of_a_remote_store_walks_its_filesystem() -> None:
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/remote.zarr/zarr.json", b"{}")
+    memory.pipe("/remote.zarr/features/a/c/0", b"x" * 1000)
+    try:
+        assert store_bytes("memory://remote.zarr") == 1002
+        assert store_bytes("memory://remote.zarr/features/a") == 1000
+    finally:
+        memory.rm("/remote.zarr", recursive=True)

@@ -12,7 +12,7 @@ import pytest
 from embedstore.errors import EmbedstoreError
 from embedstore.pipeline import extract_into_store
 from embedstore.trainer.compare import compare, find_runs
-from embedstore.trainer.evaluate.run import evaluate
+from embedstore.trainer.evaluate import evaluate
 from embedstore.trainer.fit.train import train
 
 

@@ -11,7 +11,8 @@ import numpy as np
 
 from embedstore.datasets.synthetic import render
 from embedstore.errors import EmbedstoreError
-from embedstore.trainer.evaluate.run import ImageScore, _scores_per_seed, _Unit, score_maps, summarize
+from embedstore.trainer.evaluate import score_maps, summarize
+from embedstore.trainer.evaluate.units import UnitResult, WorkUnit, scores_per_seed
 from embedstore.trainer.inference.maps import TileMaps
 from embedstore.trainer.metrics import detection_radius
 from embedstore.trainer.postprocess import PostprocessParams
@@ -22,7 +23,7 @@ _BENCH_PARAMS: list[PostprocessParams] = []
 
 
 def _bench_maps(n: int, seed: int = 0) -> list[tuple[TileMaps, np.ndarray, np.ndarray]]:
-    """``n`` synthetic 256 px H&E tiles as model-like maps (``postprocess.realistic_maps``) plus their GT."""
+    """``n`` synthetic 256 px H&E tiles as model-like maps (``targets.oracle.realistic_maps``) plus their GT."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
@@ -40,7 +41,7 @@ def _init_bench(distinct: int, variant: str) -> None:
     _BENCH_PARAMS[:] = [PostprocessParams.for_dataset("40x", variant=variant, dataset_name="synthetic")]
 
 
-def _bench_unit(unit: _Unit) -> tuple[_Unit, list[list[list[ImageScore]]], None]:
+def _bench_unit(unit: WorkUnit) -> UnitResult:
     scores = []
     for t in unit.tiles:
         maps, inst, cls = _BENCH[t % len(_BENCH)]
@@ -72,7 +73,7 @@ def bench_evaluate(n_tiles: int = 1000, *, workers: int = 2, variant: str = "cis
     if n_tiles < 1 or workers < 1 or distinct < 1:
         raise EmbedstoreError(f"bench evaluate: n_tiles ({n_tiles}), workers ({workers}) and distinct ({distinct}) "
                               "must be >= 1")
-    units = [_Unit(tuple(range(s, min(s + 16, n_tiles)))) for s in range(0, n_tiles, 16)]
+    units = [WorkUnit(tuple(range(s, min(s + 16, n_tiles)))) for s in range(0, n_tiles, 16)]
     begin = time.perf_counter()
     if workers == 1:
         _init_bench(distinct, variant)
@@ -89,7 +90,7 @@ def bench_evaluate(n_tiles: int = 1000, *, workers: int = 2, variant: str = "cis
             startup = time.perf_counter() - begin
             start = time.perf_counter()
             results = list(pool.map(_bench_unit, units))
-    scores, order = _scores_per_seed(results, 1, 1, "tile")
+    scores, order = scores_per_seed(results, 1, 1, "tile")
     summary = summarize(scores[0][0], ["synthetic"] * len(order), ("Epithelial", "Inflammatory", "Connective"))
     seconds = time.perf_counter() - start
     return {"n_tiles": n_tiles, "workers": workers, "variant": variant, "seconds": seconds,

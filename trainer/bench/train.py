@@ -31,9 +31,13 @@ from embedstore.datasets.base import DatasetInfo, Tile, TileDataset
 from embedstore.encoders import FrozenEncoder, build_encoder
 from embedstore.extract import extract
 from embedstore.store import ingest
+from embedstore.trainer.data.batch import Batch
+from embedstore.trainer.data.loader import Loader
+from embedstore.trainer.fit.options import LossOptions, Optimisation
+from embedstore.trainer.fit.seed_state import build_optimizer
+from embedstore.trainer.fit.step import train_step
 from embedstore.trainer.model.decoder import CellDecoder, DecoderConfig, build_decoder
-from embedstore.trainer.data.loader import Batch, Loader
-from embedstore.trainer.fit.losses import cisca_loss
+from embedstore.trainer.model.presets import DecoderPreset
 
 #: ViT-B/16- and ViT-L/16-size registered encoders (random weights; nothing is downloaded).
 DEFAULT_ENCODERS = ("vit-b-22k", "uni")
@@ -58,12 +62,14 @@ class _AllTrain:
 
 def _steps(model: CellDecoder, batches: Iterable[Batch], encoder: FrozenEncoder | None = None,
            images: list[torch.Tensor] | None = None) -> tuple[float, float, float]:
-    """Train ``model`` one step per batch; return (encoder, decoder, wall-clock) seconds."""
+    """Train ``model`` one :func:`train_step` per batch (training's defaults); return (encoder, decoder,
+    wall-clock) seconds."""
     start = time.perf_counter()
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4, eps=1e-7, amsgrad=True)
+    optimizer = build_optimizer(model, Optimisation())
+    loss = LossOptions()
     enc = dec = 0.0
     for k, batch in enumerate(batches):
-        levels = batch.levels
+        levels = None
         if encoder is not None:
             assert images is not None
             t0 = time.perf_counter()
@@ -72,22 +78,13 @@ def _steps(model: CellDecoder, batches: Iterable[Batch], encoder: FrozenEncoder 
             levels = [x.clone() for x in levels]  # leave inference mode: the decoder back-propagates
             enc += time.perf_counter() - t0
         t0 = time.perf_counter()
-        _decoder_step(model, optimizer, batch, levels)
+        train_step(model, optimizer, batch, loss, levels=levels)
         dec += time.perf_counter() - t0
     return enc, dec, time.perf_counter() - start
 
 
-def _decoder_step(model: CellDecoder, optimizer: torch.optim.Optimizer, batch: Batch,
-                  levels: list[torch.Tensor]) -> None:
-    outputs = model(levels, batch.image)
-    total, _ = cisca_loss(outputs, batch.contour, batch.directions, batch.weight, batch.types)
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
-
-
 def bench_encoder(encoder_name: str, *, n_tiles: int = 16, batch_size: int = 4, tile_size: int = 256,
-                  decoder: str = "lite", repeats: int = 1, workdir: Path, seed: int = 0,
+                  decoder: DecoderPreset = "lite", repeats: int = 1, workdir: Path, seed: int = 0,
                   show_progress: bool = False) -> dict[str, Any]:
     """One benchmark row for ``encoder_name`` (see the module docstring); builds its store under ``workdir``.
 
@@ -139,8 +136,8 @@ def bench_encoder(encoder_name: str, *, n_tiles: int = 16, batch_size: int = 4, 
 
 
 def bench_train(encoders: tuple[str, ...] = DEFAULT_ENCODERS, *, n_tiles: int = 16, batch_size: int = 4,
-                tile_size: int = 256, decoder: str = "lite", repeats: int = 1, workdir: str | Path | None = None,
-                seed: int = 0, show_progress: bool = True) -> list[dict[str, Any]]:
+                tile_size: int = 256, decoder: DecoderPreset = "lite", repeats: int = 1,
+                workdir: str | Path | None = None, seed: int = 0, show_progress: bool = True) -> list[dict[str, Any]]:
     """Benchmark rows, one per encoder; stores go to ``workdir`` (a temporary folder when None)."""
     with tempfile.TemporaryDirectory(prefix="embed-bench-train-") as tmp:
         root = Path(workdir) if workdir is not None else Path(tmp)

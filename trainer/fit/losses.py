@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass
-from typing import Literal
 
 import numpy as np
 import torch
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from embedstore.errors import EmbedstoreError
+from embedstore.trainer.fit.options import LossWeights, MsgeMaps
 from embedstore.imaging.gradients import gradient_kernels
 from embedstore.trainer.targets.maps import BODY, BOUNDARY
 
@@ -35,33 +34,8 @@ TVERSKY_ALPHA = 0.7
 OUTSIDE_PENALTY = 0.01
 """Weight of the L1 penalty on nonzero direction predictions far from cells."""
 MAP_NAMES = ("h", "v", "tl", "bl")
-MSGE_MAPS = {"all": (0, 1, 2, 3), "diagonals": (2, 3)}
+MSGE_MAPS: dict[MsgeMaps, tuple[int, ...]] = {"all": (0, 1, 2, 3), "diagonals": (2, 3)}
 """Direction-map channels the gradient term covers, by ``msge_maps`` option."""
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Unnormalised term weights; ``normalised`` divides them by the sum of the terms in use.
-
-    Defaults are CISCA's: [2, 1, 2, 5, 2, 2] / 14 with a type head, [2, 1, 2, 2, 2] / 9 without.
-    """
-
-    cce: float = 2.0
-    dice_boundary: float = 1.0
-    dice_body: float = 2.0
-    type: float = 5.0
-    mae: float = 2.0
-    msge: float = 2.0
-
-    def normalised(self, with_types: bool) -> dict[str, float]:
-        """Weights of the terms in use (``type`` only ``with_types``), summing to 1."""
-        used = asdict(self)
-        if not with_types:
-            del used["type"]
-        total = sum(used.values())
-        if any(v < 0 for v in used.values()) or total <= 0:
-            raise EmbedstoreError(f"loss weights {used} must be >= 0 with a positive sum")
-        return {name: value / total for name, value in used.items()}
 
 
 @functools.cache
@@ -84,7 +58,7 @@ def cisca_loss(
     types: Tensor | None = None,
     weights: LossWeights | None = None,
     *,
-    msge_maps: Literal["all", "diagonals"] = "all",
+    msge_maps: MsgeMaps = "all",
 ) -> tuple[Tensor, dict[str, float]]:
     """Weighted CISCA loss of one batch.
 

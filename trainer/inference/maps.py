@@ -1,11 +1,12 @@
-"""Shared inference helpers: rebuild a run's decoders and turn cached features into probability maps.
+"""Maps from a trained run: rebuild its decoders and turn cached features into probability maps.
 
-A run folder (written by :func:`embedstore.trainer.fit.train.train`) holds ``config.json`` and, per seed,
+A run folder (written by :func:`embedstore.trainer.fit.train.train`, laid out by
+:class:`embedstore.trainer.run_folder.RunDir`) holds ``config.json`` and, per seed,
 ``seed_<k>/best.safetensors``; every checkpoint carries its decoder config, so :func:`load_run` needs
 nothing else. :func:`predict_maps` decodes one batch with every seed's decoder (the features are read
 once for all seeds, as in training); :func:`read_tiles` reads store tiles for it; :class:`MapBlender`
-averages per-tile maps into a larger image at the tiles' origins (``embed evaluate`` on stitched images,
-``embed predict`` on whole images).
+blends per-tile :class:`TileMaps` into a larger image with :class:`embedstore.imaging.tiling.TileBlender`
+(``embed evaluate`` on stitched images).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from embedstore.errors import EmbedstoreError
+from embedstore.imaging.tiling import TileBlender, Window
 from embedstore.store import Store
+from embedstore.trainer.run_folder import RunConfig, RunDir
 
 if TYPE_CHECKING:  # torch is imported where it is used, so map-only users (workers, blending) skip it
     import torch
@@ -41,20 +44,45 @@ class TileMaps:
     directions: np.ndarray
     types: np.ndarray | None
 
+    def planes(self) -> np.ndarray:
+        """All maps stacked as one (7 [+ n_types + 1], H, W) array: contour, directions, then types."""
+        parts = [self.contour, self.directions] + ([] if self.types is None else [self.types])
+        return np.concatenate(parts, axis=0)
+
+    @classmethod
+    def from_planes(cls, planes: np.ndarray) -> TileMaps:
+        """Inverse of :meth:`planes`: channels 0-2 contour, 3-6 directions, the rest (if any) types."""
+        return cls(contour=planes[:3], directions=planes[3:7], types=planes[7:] if len(planes) > 7 else None)
+
+
+def map_channels(n_types: int) -> int:
+    """Channels of :meth:`TileMaps.planes`: 3 contour + 4 directions (+ n_types + 1 type probabilities)."""
+    return 7 + (n_types + 1 if n_types else 0)
+
+
+def background_fill(n_types: int) -> np.ndarray:
+    """(:func:`map_channels`,) float32 planes of a pixel with no cell: background probability 1, zero
+    directions, background class."""
+    fill = np.zeros(map_channels(n_types), np.float32)
+    fill[2] = 1.0
+    if n_types:
+        fill[7] = 1.0
+    return fill
+
 
 @dataclass
 class LoadedRun:
-    """A run's configuration and one eval-mode decoder per seed, on ``device``."""
+    """A run's folder, its configuration and one eval-mode decoder per seed, on ``device``."""
 
-    run: Path
-    config: dict[str, Any]
+    run: RunDir
+    run_config: RunConfig
     seeds: tuple[int, ...]
     models: list[CellDecoder]
     device: torch.device
 
     @property
     def encoder_key(self) -> str:
-        return str(self.config["encoder_key"])
+        return self.run_config.encoder_key
 
     @property
     def levels(self) -> tuple[int, ...]:
@@ -71,34 +99,7 @@ class LoadedRun:
 
     @property
     def store_location(self) -> str:
-        return str(self.config["store"])
-
-
-def read_config(run: str | Path) -> dict[str, Any]:
-    """The run's ``config.json``.
-
-    Raises
-    ------
-    EmbedstoreError : no such run folder, or no readable config.json in it.
-    """
-    path = Path(run)
-    if not path.is_dir():
-        raise EmbedstoreError(f"{path}: no such run folder")
-    cfg_path = path / "config.json"
-    try:
-        return dict(json.loads(cfg_path.read_text()))
-    except FileNotFoundError:
-        raise EmbedstoreError(f"{path}: not a run folder (no config.json); train one with `embed train`") from None
-    except (OSError, json.JSONDecodeError) as err:
-        raise EmbedstoreError(f"{cfg_path}: unreadable run config ({err})") from None
-
-
-def checkpoint_path(run: str | Path, seed: int, which: str = "best") -> Path:
-    """``<run>/seed_<seed>/<which>.safetensors``, refusing a missing file."""
-    path = Path(run) / f"seed_{seed}" / f"{which}.safetensors"
-    if not path.is_file():
-        raise EmbedstoreError(f"{path}: missing checkpoint of seed {seed}; was the run trained to the end?")
-    return path
+        return self.run_config.store
 
 
 def load_run(run: str | Path, *, seeds: tuple[int, ...] | None = None, device: str = "cpu",
@@ -119,18 +120,19 @@ def load_run(run: str | Path, *, seeds: tuple[int, ...] | None = None, device: s
     from embedstore.device import resolve_device
     from embedstore.trainer.model.checkpoint import load_decoder
 
-    config = read_config(run)
-    known = tuple(int(s) for s in config.get("seeds", ()))
+    folder = RunDir(run)
+    config = folder.read_config()
+    known = tuple(int(s) for s in config.seeds)
     chosen = known if seeds is None else tuple(int(s) for s in seeds)
     unknown = sorted(set(chosen) - set(known))
     if unknown or not chosen:
         raise EmbedstoreError(f"{run}: seeds {unknown or list(chosen)} are not among the run's seeds {list(known)}")
     dev = resolve_device(device)
-    models = [load_decoder(checkpoint_path(run, s, which)).to(dev) for s in chosen]
+    models = [load_decoder(folder.require_checkpoint(s, which)).to(dev) for s in chosen]
     cfgs = {json.dumps(m.cfg.to_dict(), sort_keys=True) for m in models}
     if len(cfgs) != 1:
         raise EmbedstoreError(f"{run}: the seeds' checkpoints hold different decoder configurations")
-    return LoadedRun(run=Path(run), config=config, seeds=chosen, models=models, device=dev)
+    return LoadedRun(run=folder, run_config=config, seeds=chosen, models=models, device=dev)
 
 
 def read_tiles(store: Store, encoder_key: str, levels: tuple[int, ...], index: np.ndarray
@@ -191,49 +193,35 @@ def predict_maps(models: list[CellDecoder], levels: list[np.ndarray] | list[torc
 
 
 class MapBlender:
-    """Average tile maps into an (H, W) image where tiles overlap (plain mean, as CISCA's tests do).
+    """Blend per-tile :class:`TileMaps` into an (H, W) image with :class:`~embedstore.imaging.tiling.TileBlender`.
 
-    Tiles may stick out of the image (zero-padded border tiles); the outside part is dropped. Pixels that
-    no tile covers get background probability 1, zero directions and background class.
+    ``window="uniform"`` is the plain mean over the tiles covering a pixel (stitched evaluation today);
+    ``"spline"`` is predict's squared-spline window. Tiles may stick out of the image (zero-padded border
+    tiles); the outside part is dropped. Pixels that no tile covers get :func:`background_fill`:
+    background probability 1, zero directions and background class.
 
     Parameters
     ----------
     shape : (H, W) of the image.
     n_types : class channels without background (0: no type maps).
+    window : see :data:`embedstore.imaging.tiling.Window`.
     """
 
-    def __init__(self, shape: tuple[int, int], n_types: int) -> None:
-        h, w = int(shape[0]), int(shape[1])
-        self.shape = (h, w)
-        self.contour = np.zeros((3, h, w), np.float32)
-        self.directions = np.zeros((4, h, w), np.float32)
-        self.types = np.zeros((n_types + 1, h, w), np.float32) if n_types > 0 else None
-        self.weight = np.zeros((h, w), np.float32)
+    def __init__(self, shape: tuple[int, int], n_types: int, window: Window = "uniform") -> None:
+        self.n_types = int(n_types)
+        self.blender = TileBlender(shape, map_channels(self.n_types), window, fill=background_fill(self.n_types))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.blender.shape
 
     def add(self, maps: TileMaps, origin: tuple[int, int]) -> None:
         """Accumulate one tile's maps whose top-left pixel sits at ``origin`` = (y, x)."""
-        y, x = int(origin[0]), int(origin[1])
-        h = min(maps.contour.shape[1], self.shape[0] - y)
-        w = min(maps.contour.shape[2], self.shape[1] - x)
-        if h <= 0 or w <= 0 or y < 0 or x < 0:
-            raise ValueError(f"tile at origin {origin} lies outside the {self.shape} image")
-        region = (slice(None), slice(y, y + h), slice(x, x + w))
-        self.contour[region] += maps.contour[:, :h, :w]
-        self.directions[region] += maps.directions[:, :h, :w]
-        if self.types is not None:
-            if maps.types is None:
-                raise ValueError("MapBlender was built with type maps but the tile has none")
-            self.types[region] += maps.types[:, :h, :w]
-        self.weight[y:y + h, x:x + w] += 1.0
+        if self.n_types and maps.types is None:
+            raise ValueError("MapBlender was built with type maps but the tile has none")
+        planes = maps.planes() if self.n_types else np.concatenate([maps.contour, maps.directions])
+        self.blender.add(planes, origin)
 
     def result(self) -> TileMaps:
-        """The averaged maps, (C, H, W) float32 each."""
-        covered = self.weight > 0
-        inv = np.where(covered, 1.0 / np.maximum(self.weight, 1.0), 0.0).astype(np.float32)
-        contour = self.contour * inv
-        contour[2][~covered] = 1.0
-        types = None
-        if self.types is not None:
-            types = self.types * inv
-            types[0][~covered] = 1.0
-        return TileMaps(contour, self.directions * inv, types)
+        """The blended maps, (C, H, W) float32 each."""
+        return TileMaps.from_planes(self.blender.result())

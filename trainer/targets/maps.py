@@ -9,19 +9,18 @@ agree exactly. Conventions follow CISCA (vadori/cytoark, ``generate_graymask4`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
 from skimage.morphology import diamond, disk, footprint_rectangle, octagon
 
 from embedstore.errors import EmbedstoreError
+from embedstore.imaging.morphology import dilate, erode
 from embedstore.imaging.scale import parse_magnification
+from embedstore.trainer.targets.components import components_without, fill_holes, small_components
 
 BOUNDARY, BODY, BACKGROUND = 0, 1, 2
 _GAP = 3  # background squeezed between or inside cells; only used while building the map
 # (three_class_map builds the map by arithmetic on these four values)
-_CONNECTIVITY = {1: ndimage.generate_binary_structure(2, 1), 2: ndimage.generate_binary_structure(2, 2)}
 
 _Footprint = tuple[tuple[np.ndarray, int], ...]  # skimage footprint sequence: apply each (3x3, repeats)
 
@@ -60,7 +59,6 @@ _FOOTPRINTS = {
     40: _Footprints(gap=octagon(5, 2, decomposition="sequence"), near=_diamond(2), widen=_square(7),
                     erode=_square(5), grow=((6, _diamond(2)), (11, _square(3))), hole_below=8),
 }
-_BLOCK, _CROSS = _square(3), ((_CONNECTIVITY[1], 1),)  # 3x3 square and 4-neighbour cross
 
 
 @dataclass(frozen=True)
@@ -116,9 +114,9 @@ def three_class_map(instance: np.ndarray, magnification: str | float = "40x") ->
     convex symmetric footprints. The reference's step that turns tiny background islands into gap is left
     out: as written, its mask is disjoint from the background, so it never changes the map.
 
-    For speed (a few ms per 256x256 tile instead of ~50), every step runs on an image padded by one
-    column: dilations and erosions are maxima and minima of shifted flat views (``_spread``), components
-    of one or two pixels are found from neighbour counts, and labelling skips what cannot be small.
+    For speed (a few ms per 256x256 tile instead of ~50), dilations and erosions are the shifted-view
+    engine of :mod:`embedstore.imaging.morphology`, components of one or two pixels are found from
+    neighbour counts, and labelling skips what cannot be small (:mod:`.components`).
 
     Parameters
     ----------
@@ -131,34 +129,34 @@ def three_class_map(instance: np.ndarray, magnification: str | float = "40x") ->
     """
     labels = _as_instance_map(instance)
     fp = _FOOTPRINTS[_magnification_table(magnification)]
-    ids = _padded_ids(labels)
+    ids = _compact_ids(labels)
     cells = ids > 0
 
     # The map is built by arithmetic on the class values (BOUNDARY 0, BODY 1, BACKGROUND 2, _GAP 3), which
     # is much faster than assigning through boolean masks.
-    gap = ~cells & _erode(_dilate(cells, fp.gap), fp.gap)
-    out = np.subtract(BACKGROUND, cells, dtype=np.uint8)  # BODY in cells, BACKGROUND (padding too) elsewhere
+    gap = ~cells & erode(dilate(cells, fp.gap), fp.gap)
+    out = np.subtract(BACKGROUND, cells, dtype=np.uint8)  # BODY in cells, BACKGROUND elsewhere
     out += gap  # -> _GAP
 
-    highest, lowest = _spread(ids, fp.near, np.maximum), _spread(_lowest(ids), fp.near, np.minimum)
-    touching = _fill_holes(cells & (highest != lowest), fp.hole_below)
+    highest, lowest = dilate(ids, fp.near), erode(_lowest(ids), fp.near)
+    touching = fill_holes(cells & (highest != lowest), fp.hole_below)
     for below, footprint in fp.grow:
         # touching pixels outside the cells (filled holes) count as fragments too, as in the reference
-        fragments = (touching & ~cells) | _small_components(touching & cells, below, connectivity=1)
-        touching = _fill_holes(touching | (_dilate(fragments, footprint) & cells), fp.hole_below)
+        fragments = (touching & ~cells) | small_components(touching & cells, below, connectivity=1)
+        touching = fill_holes(touching | (dilate(fragments, footprint) & cells), fp.hole_below)
     out *= ~touching  # -> BOUNDARY
 
-    highest, lowest = _spread(highest, fp.widen, np.maximum), _spread(lowest, fp.widen, np.minimum)
-    near_wide = _fill_holes(cells & (highest != lowest), fp.hole_below)
-    out *= ~_components_without(near_wide, _erode(near_wide, fp.erode))  # thin zones -> BOUNDARY
+    highest, lowest = dilate(highest, fp.widen), erode(lowest, fp.widen)
+    near_wide = fill_holes(cells & (highest != lowest), fp.hole_below)
+    out *= ~components_without(near_wide, erode(near_wide, fp.erode))  # thin zones -> BOUNDARY
 
-    near_boundary = _dilate(out == BOUNDARY, fp.near)
-    out *= ~(_small_components(out == _GAP, 3, connectivity=1) & near_boundary)
-    near_boundary = _dilate(out == BOUNDARY, fp.near)
-    out *= ~(_small_components(out == BODY, 2, connectivity=1) & near_boundary)
-    out += _small_components(out == BOUNDARY, 2, connectivity=2)  # lone boundary pixels -> BODY
+    near_boundary = dilate(out == BOUNDARY, fp.near)
+    out *= ~(small_components(out == _GAP, 3, connectivity=1) & near_boundary)
+    near_boundary = dilate(out == BOUNDARY, fp.near)
+    out *= ~(small_components(out == BODY, 2, connectivity=1) & near_boundary)
+    out += small_components(out == BOUNDARY, 2, connectivity=2)  # lone boundary pixels -> BODY
     out -= out == _GAP  # -> BACKGROUND
-    return np.ascontiguousarray(out[:, :-1])
+    return out
 
 
 def direction_maps(instance: np.ndarray) -> np.ndarray:
@@ -238,7 +236,7 @@ def regression_weight(instance: np.ndarray, radius: int = 6, low: float = 0.05) 
     labels = _as_instance_map(instance)
     if radius < 0:
         raise EmbedstoreError(f"regression weight radius must be >= 0, got {radius}")
-    near = _dilate_disk(labels > 0, radius)
+    near = dilate(labels > 0, disk(radius).astype(bool))
     return np.where(near, np.float32(1.0), np.float32(low))
 
 
@@ -258,192 +256,17 @@ def _magnification_table(magnification: str | float) -> int:
     return 20 if parse_magnification(magnification) < 30 else 40
 
 
-def _padded_ids(labels: np.ndarray) -> np.ndarray:
-    """(H, W + 1) copy of ``labels`` with a 0 padding column, in the narrowest unsigned dtype that keeps
-    its maximum value free (see ``_lowest``); narrow ids filter faster."""
+def _compact_ids(labels: np.ndarray) -> np.ndarray:
+    """``labels`` in the narrowest unsigned dtype that keeps its maximum value free (see ``_lowest``);
+    narrow ids filter faster."""
     top = int(labels.max(initial=0))
     if top >= np.iinfo(np.uint32).max:  # only equality of ids matters: number them 1..n instead
         values, inverse = np.unique(labels, return_inverse=True)
         labels, top = inverse.reshape(labels.shape) + int(values[0] > 0), values.size
     dtype = next(t for t in (np.uint8, np.uint16, np.uint32) if top < np.iinfo(t).max)
-    ids = np.zeros((labels.shape[0], labels.shape[1] + 1), dtype=dtype)
-    ids[:, :-1] = labels
-    return ids
+    return labels.astype(dtype)
 
 
 def _lowest(ids: np.ndarray) -> np.ndarray:
     """``ids`` with background raised to the dtype's maximum, so that minima find the lowest cell id."""
     return np.where(ids > 0, ids, np.iinfo(ids.dtype).max)
-
-
-def _dilate(mask: np.ndarray, footprint: _Footprint) -> np.ndarray:
-    return _spread(mask, footprint, np.maximum)
-
-
-def _erode(mask: np.ndarray, footprint: _Footprint) -> np.ndarray:
-    return _spread(mask, footprint, np.minimum)
-
-
-def _spread(image: np.ndarray, footprint: _Footprint, op: np.ufunc) -> np.ndarray:
-    """Dilation (``op=np.maximum``), erosion (``np.minimum``) or window sum (``np.add``); outside is neutral.
-
-    Works on padded images, (H, W + 1) bool or unsigned, whose last column pads the rows: it must hold 0
-    (False) on entry, except for erosion, and holds 0 on return. While filtering it holds ``op``'s neutral
-    value, so a flat view shifted by one pixel (fast: contiguous) reads padding, not the next row, at the
-    row ends. Each 3x3 element is applied as ``op`` over shifted flat views, a full square as a row pass
-    and then a column pass. The elements are symmetric and contain their centre, so dilation and erosion
-    equal scipy's ``grey_``/``binary_`` ones with a neutral border.
-    """
-    neutral = 0
-    if op is np.minimum:
-        neutral = True if image.dtype == bool else np.iinfo(image.dtype).max
-        image = image.copy()
-        image[:, -1] = neutral
-    for element, repeats in footprint:
-        passes = _passes(element.astype(bool).tobytes(), image.shape)
-        for _ in range(repeats):
-            for shifts in passes:
-                source, image = image.ravel(), image.copy()
-                flat = image.ravel()
-                for target, origin in shifts:
-                    view = flat[target]
-                    op(view, source[origin], out=view)
-                image[:, -1] = neutral
-    if neutral:
-        image[:, -1] = 0
-    return image
-
-
-@lru_cache(maxsize=64)
-def _passes(element: bytes, image_shape: tuple[int, int]) -> tuple[tuple[tuple[slice, slice], ...], ...]:
-    """Flat (target, source) slices of the non-centre offsets of a 3x3 element (its 9 cells as bytes) on
-    a padded image of ``image_shape``, grouped into passes applied one after the other."""
-    cells = np.frombuffer(element, dtype=bool).reshape(3, 3)
-    if cells.all():  # separable: rows, then columns
-        groups = [[(0, -1), (0, 1)], [(-1, 0), (1, 0)]]
-    else:
-        groups = [[(int(y) - 1, int(x) - 1) for y, x in zip(*np.nonzero(cells)) if (y, x) != (1, 1)]]
-    size, stride = image_shape[0] * image_shape[1], image_shape[1]
-    return tuple(tuple(_flat_shift(dy * stride + dx, size) for dy, dx in group) for group in groups)
-
-
-def _flat_shift(offset: int, size: int) -> tuple[slice, slice]:
-    """(target, source) slices of a flat array such that ``target[i]`` reads ``source[i + offset]``."""
-    return (slice(max(-offset, 0), max(size - offset, 0) if offset > 0 else size),
-            slice(max(offset, 0), max(size + offset, 0) if offset < 0 else size))
-
-
-def _dilate_disk(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation by ``skimage.morphology.disk(radius)`` (outside is background): (H, W) bool.
-
-    Each row of the disk is a centred run, so the dilation is the union of vertically shifted copies of
-    the mask dilated horizontally by each run's half-width. ``radius`` columns of padding after each row
-    let every shift run over the flat image.
-    """
-    height, width = mask.shape
-    stride = width + radius
-    padded = np.zeros((height, stride), dtype=bool)
-    padded[:, :width] = mask
-    flat = padded.ravel()
-    run = flat.copy()  # the mask dilated horizontally by w px, for w = 0, 1, ..., radius in turn
-    near = np.zeros_like(flat)
-    for w in range(radius + 1):
-        for offset in (w, -w) if w else ():
-            target, source = _flat_shift(offset, flat.size)
-            run[target] |= flat[source]
-        for dy in _disk_rows(radius).get(w, ()):
-            target, source = _flat_shift(dy * stride, flat.size)
-            near[target] |= run[source]
-    return np.ascontiguousarray(near.reshape(height, stride)[:, :width])
-
-
-@lru_cache(maxsize=8)
-def _disk_rows(radius: int) -> dict[int, tuple[int, ...]]:
-    """Row offsets of ``disk(radius)`` grouped by their half-width."""
-    rows: dict[int, tuple[int, ...]] = {}
-    for dy, half_width in zip(range(-radius, radius + 1), disk(radius).sum(axis=1) // 2):
-        rows[int(half_width)] = (*rows.get(int(half_width), ()), dy)
-    return rows
-
-
-def _components(mask: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat indices of ``mask``'s pixels (C order) and the id of each one's connected component.
-
-    A sparse mask (under 1/32 of the pixels) is labelled in a compact copy without its empty rows and
-    columns (one is kept after each occupied line, so no pixels become neighbours): several times faster.
-    """
-    pixels = np.flatnonzero(mask)
-    if pixels.size * 32 > mask.size:
-        ids, _ = ndimage.label(mask, structure=_CONNECTIVITY[connectivity])
-        return pixels, ids.ravel()[pixels]
-    rows, cols = np.divmod(pixels, mask.shape[1])
-    rows, height = _compact_lines(rows, mask.shape[0])
-    cols, width = _compact_lines(cols, mask.shape[1])
-    compact = np.zeros((height, width), dtype=bool)
-    compact[rows, cols] = True
-    ids, _ = ndimage.label(compact, structure=_CONNECTIVITY[connectivity])
-    return pixels, ids[rows, cols]
-
-
-def _compact_lines(lines: np.ndarray, count: int) -> tuple[np.ndarray, int]:
-    """New indices of ``lines`` (of ``count``) once the empty lines are dropped, all but the one after each
-    occupied line; and the number of lines kept."""
-    kept = np.zeros(count + 1, dtype=bool)
-    kept[lines] = True
-    kept[lines + 1] = True
-    position = np.cumsum(kept) - 1
-    return position[lines], int(position[-1]) + 1
-
-
-def _on(shape: tuple[int, ...], pixels: np.ndarray) -> np.ndarray:
-    """(H, W) bool, True at the flat indices ``pixels``."""
-    mask = np.zeros(shape, dtype=bool)
-    mask.ravel()[pixels] = True
-    return mask
-
-
-def _small_components(mask: np.ndarray, below: int, connectivity: int) -> np.ndarray:
-    """Pixels of ``mask`` whose connected component has fewer than ``below`` (>= 2) pixels: (H, W) bool.
-
-    Components of one or two pixels are found from neighbour counts (much faster than labelling): a
-    lone pixel has no neighbour, and a pair is two neighbours that each have exactly one.
-    """
-    if below <= 3:
-        window = ((_CONNECTIVITY[connectivity], 1),)
-        count = _spread(mask.view(np.uint8), window, np.add)  # mask pixels in each window, itself included
-        small = mask & (count == 1)
-        if below == 3:
-            single = mask & (count == 2)
-            small |= single & (_spread(single.view(np.uint8), window, np.add) == 2)
-        return small
-    pixels, component = _components(mask, connectivity)
-    return _on(mask.shape, pixels[np.bincount(component)[component] < below])
-
-
-def _components_without(mask: np.ndarray, core: np.ndarray) -> np.ndarray:
-    """Pixels of the 8-connected components of ``mask`` without a pixel of ``core``: (H, W) bool."""
-    pixels, component = _components(mask, connectivity=2)
-    kept = np.zeros(component.size + 1, dtype=bool)  # component ids never exceed the pixel count
-    kept[component[core.ravel()[pixels]]] = True
-    return _on(mask.shape, pixels[~kept[component]])
-
-
-def _fill_holes(mask: np.ndarray, below: int) -> np.ndarray:
-    """Fill 4-connected holes of fewer than ``below`` (<= 9) pixels, including those at the tile edge.
-
-    Background pixels of a 3x3 all-background block inside the tile lie in a hole of at least 9 pixels.
-    So only the remaining thin background needs labelling, and one of its components is a whole hole
-    unless it touches such a block.
-    """
-    background = ~mask
-    background[:, -1] = False  # padding
-    if below <= 3:
-        return mask | _small_components(background, below, connectivity=1)
-    centres = _erode(background, _BLOCK)
-    centres[:1] = centres[-1:] = centres[:, :1] = centres[:, -2:] = False  # blocks must lie inside the tile
-    blocks = _dilate(centres, _BLOCK)
-    thin = background & ~blocks
-    pixels, component = _components(thin, connectivity=1)
-    hole = np.bincount(component) < below
-    hole[component[_dilate(blocks, _CROSS).ravel()[pixels]]] = False
-    return mask | _on(mask.shape, pixels[hole[component]])

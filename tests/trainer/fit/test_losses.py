@@ -224,3 +224,14 @@ def test_decoder_and_loss_fit_one_synthetic_tile_within_50_steps():
         optimiser.step()
         losses.append(total.item())
     assert losses[-1] < 0.4 * losses[0]
+
+
+def test_the_msge_maps_option_names_exactly_the_channel_sets_of_the_loss() -> None:
+    from typing import get_args
+
+    from embedstore.trainer.fit.losses import MSGE_MAPS
+    from embedstore.trainer.fit.options import LossOptions, MsgeMaps
+
+    assert get_args(MsgeMaps) == tuple(MSGE_MAPS)
+    with pytest.raises(EmbedstoreError, match="--msge-maps none"):
+        LossOptions(msge_maps="none")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import embedstore.trainer.fit.train as train_module
+import embedstore.trainer.fit.step as step_module
 from embedstore.datasets import get_dataset
 from embedstore.datasets.base import DatasetInfo, Tile
 from embedstore.encoders import build_encoder
@@ -23,6 +23,7 @@ from embedstore.pipeline import extract_into_store
 from embedstore.store import ingest
 from embedstore.trainer.model.checkpoint import load_decoder
 from embedstore.trainer.model.decoder import DecoderConfig, build_decoder, count_parameters
+from embedstore.trainer.fit.options import DataOptions, Optimisation
 from embedstore.trainer.fit.train import TrainInterrupted, train
 
 TIMING = ("tiles_per_s", "seconds")
@@ -66,7 +67,7 @@ def monuseg_store(tmp_path_factory: pytest.TempPathFactory, real_data: Path) -> 
 
 
 def _run(store: Path, out: Path, **kwargs: object):
-    options = {"epochs": 2, "batch_size": 2, "show_progress": False, **kwargs}
+    options = {"epochs": 2, "data": DataOptions(batch_size=2), "show_progress": False, **kwargs}
     return train(store, out=out, **options)
 
 
@@ -93,7 +94,7 @@ def two_epochs(store_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def test_training_lowers_the_loss_on_synthetic_tiles(store_path: Path, tmp_path: Path) -> None:
-    report = _run(store_path, tmp_path / "run", epochs=6, lr=2e-3)
+    report = _run(store_path, tmp_path / "run", epochs=6, optimisation=Optimisation(lr=2e-3))
     rows = _rows(tmp_path / "run")
     assert [r["epoch"] for r in rows] == list(range(6))
     assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
@@ -155,7 +156,7 @@ def test_resume_continues_bit_for_bit(store_path: Path, two_epochs: Path, tmp_pa
 def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(store_path: Path, two_epochs: Path,
                                                                        tmp_path: Path, monkeypatch) -> None:
     calls = {"n": 0}
-    loss = train_module.cisca_loss
+    loss = step_module.cisca_loss
 
     def interrupting_loss(*args, **kwargs):
         calls["n"] += 1
@@ -163,18 +164,18 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_that_resumes_bit_for_bit(store_path
             signal.raise_signal(signal.SIGINT)
         return loss(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "cisca_loss", interrupting_loss)
+    monkeypatch.setattr(step_module, "cisca_loss", interrupting_loss)
     with pytest.raises(TrainInterrupted, match="batch 2/3"):
         _run(store_path, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "seed_0" / "state.json").read_text())["position"] == [0, 2]
-    monkeypatch.setattr(train_module, "cisca_loss", loss)
+    monkeypatch.setattr(step_module, "cisca_loss", loss)
     _run(store_path, tmp_path / "run", resume=True)
     _assert_same_run(two_epochs, tmp_path / "run")
 
 
 def test_early_stopping_ends_a_seed_after_patience_epochs_without_improvement(store_path: Path,
                                                                                tmp_path: Path) -> None:
-    report = _run(store_path, tmp_path / "run", epochs=10, lr=0.0, stop_patience=2)
+    report = _run(store_path, tmp_path / "run", epochs=10, optimisation=Optimisation(lr=0.0, stop_patience=2))
     result = report.seeds[0]
     assert result.stopped_early and result.epochs_run == 3 and result.best_epoch == 0
 
@@ -192,26 +193,28 @@ def test_partially_extracted_features_train_on_the_committed_tiles(store_path: P
     copy = tmp_path / "partial.zarr"
     shutil.copytree(store_path, copy)
     zarr.open_array(copy / "features" / "tiny-vit" / "done", mode="r+")[0, 0] = False  # tile 0 is train
-    report = _run(copy, tmp_path / "run", epochs=1)
+    notices: list[str] = []
+    report = _run(copy, tmp_path / "run", epochs=1, say=notices.append)
     assert report.missing_tiles == 1 and report.train_tiles == 5
+    assert len(notices) == 1 and "partly extracted" in notices[0] and "1 'train'" in notices[0]
     with pytest.raises(EmbedstoreError, match="require-complete"):
-        _run(copy, tmp_path / "run2", epochs=1, require_complete=True)
+        _run(copy, tmp_path / "run2", epochs=1, data=DataOptions(batch_size=2, require_complete=True))
 
 
 def test_bad_inputs_raise_one_line_errors(store_path: Path, two_epochs: Path, tmp_path: Path) -> None:
     cases = [
         (dict(encoder_key="uni"), "no features for encoder 'uni'"),
-        (dict(split_val="holdout"), "split 'holdout' has no tiles"),
+        (dict(data=DataOptions(batch_size=2, split_val="holdout")), "split 'holdout' has no tiles"),
         (dict(seeds=(1, 1)), "distinct seeds"),
         (dict(out=two_epochs), "already holds a run"),
         (dict(resume=True), "no run to resume"),
         (dict(out=two_epochs, resume=True, decoder="cisca"), "different decoder"),
-        (dict(out=two_epochs, resume=True, lr=1e-3), "different lr"),
+        (dict(out=two_epochs, resume=True, optimisation=Optimisation(lr=1e-3)), "different lr"),
     ]
     for options, message in cases:
-        options = {"out": tmp_path / "fresh", **options}
+        options = {"out": tmp_path / "fresh", "data": DataOptions(batch_size=2), **options}
         with pytest.raises(EmbedstoreError, match=message) as err:
-            train(store_path, batch_size=2, show_progress=False, **options)
+            train(store_path, show_progress=False, **options)
         assert "\n" not in str(err.value)
     unlabelled = tmp_path / "unlabelled.zarr"
     shutil.copytree(store_path, unlabelled)
@@ -221,8 +224,8 @@ def test_bad_inputs_raise_one_line_errors(store_path: Path, two_epochs: Path, tm
 
 
 def _overfit(store: Path, out: Path, epochs: int) -> list[dict]:
-    train(store, out=out, split_val="train", epochs=epochs, batch_size=4, lr=2e-3, stop_patience=epochs,
-          show_progress=False)
+    train(store, out=out, epochs=epochs, data=DataOptions(split_val="train", batch_size=4),
+          optimisation=Optimisation(lr=2e-3, stop_patience=epochs), show_progress=False)
     return _rows(out)
 
 
@@ -238,14 +241,3 @@ def test_a_decoder_overfits_a_handful_of_real_tiles(monuseg_store: Path, tmp_pat
     assert rows[-1]["val_loss"] < 0.15 * rows[0]["val_loss"]
     assert rows[-1]["val_accuracy"] > 0.95
     assert rows[-1]["val_direction_mae"] < 0.15
-
-
-def test_bench_train_times_the_three_arms_on_the_same_batches(tmp_path: Path) -> None:
-    from embedstore.trainer.bench.train import bench_train
-
-    (row,) = bench_train(("tiny-vit",), n_tiles=4, batch_size=2, tile_size=64, workdir=tmp_path, show_progress=False)
-    assert row["encoder"] == "tiny-vit" and row["tiles"] == 4
-    assert row["a_over_b"] == pytest.approx(row["store_tiles_per_s"] / row["ram_tiles_per_s"])
-    assert row["a_over_c"] == pytest.approx(row["store_tiles_per_s"] / row["online_tiles_per_s"])
-    total = row["online_encoder_s"] + row["online_decoder_s"]
-    assert row["ideal_a_over_c"] == pytest.approx(total / row["online_decoder_s"]) and row["ideal_a_over_c"] > 1

@@ -167,3 +167,11 @@ def test_count_parameters_counts_only_trainable_ones():
     model.contour.requires_grad_(False)
     frozen = sum(p.numel() for p in model.contour.parameters())
     assert count_parameters(model) == total - frozen
+
+
+def test_the_decoder_option_names_exactly_the_width_presets() -> None:
+    from typing import get_args
+
+    from embedstore.trainer.model.presets import PRESETS, DecoderPreset
+
+    assert get_args(DecoderPreset) == tuple(PRESETS)

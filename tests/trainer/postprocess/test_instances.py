@@ -1,4 +1,4 @@
-"""Post-processing: maps -> instances and classes (trainer/postprocess.py).
+"""Post-processing: maps -> instances (trainer/postprocess/instances.py).
 
 Hand-made maps check the mechanics; the oracle tests feed the exact targets of real CoNSeP, MoNuSeg
 and CytoDArk0 tiles through the post-processing and score the result with binary PQ against the
@@ -13,19 +13,14 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 from skimage.measure import label
+from skimage.morphology import remove_small_objects
+from skimage.segmentation import relabel_sequential as skimage_relabel_sequential
 
 from embedstore.errors import EmbedstoreError
-from embedstore.trainer.metrics.instance_metrics import panoptic_quality
+from embedstore.trainer.metrics import panoptic_quality
 from embedstore.trainer.bench.postprocess import benchmark_postprocess
-from embedstore.trainer.postprocess import (
-    VARIANTS,
-    PostprocessParams,
-    classify_instances,
-    contour_evidence,
-    default_min_size,
-    gradient_kernels,
-    instances_from_maps,
-)
+from embedstore.trainer.postprocess import VARIANTS, PostprocessParams, instances_from_maps
+from embedstore.trainer.postprocess.instances import blur3, relabel_sequential, remove_small
 from embedstore.trainer.targets.oracle import oracle_maps
 
 BOUNDARY, BODY, BACKGROUND = 0, 1, 2
@@ -176,107 +171,40 @@ def test_maps_of_the_wrong_shape_are_refused() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# contour evidence
+# hand-written steps against their library oracle
 
 
-def test_gradient_kernels_follow_the_reference_formula() -> None:
-    k = gradient_kernels()
-    np.testing.assert_allclose(k["h"][2], [-0.5, -1, 0, 1, 0.5])
-    np.testing.assert_allclose(k["h"][0], [-0.25, -0.2, 0, 0.2, 0.25])
-    np.testing.assert_array_equal(k["v"], k["h"].T)
-    np.testing.assert_allclose(k["tl"], k["h"] + k["v"])
-    np.testing.assert_allclose(k["bl"], np.rot90(k["tl"]))
+@pytest.fixture(scope="module")
+def flooded_labels() -> list[np.ndarray]:
+    """Sparse, non-sequential label maps of touching and separate blobs, some below 30 px."""
+    rng = np.random.default_rng(5)
+    maps = []
+    for _ in range(6):
+        blobs = ndi.gaussian_filter(rng.random((96, 120)), 2) > 0.52
+        labels, _ = ndi.label(blobs)
+        maps.append((labels * 3).astype(np.int32))
+    return maps
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
-    return (x - x.min()) / (x.max() - x.min())
+@pytest.mark.parametrize("min_size", [0, 1, 2, 30, 10**6])
+def test_remove_small_equals_skimage_remove_small_objects(flooded_labels: list[np.ndarray], min_size: int) -> None:
+    for labels in flooded_labels:
+        expected = remove_small_objects(labels, max_size=max(min_size - 1, 0))
+        np.testing.assert_array_equal(remove_small(labels.copy(), min_size), expected)
 
 
-def test_contour_evidence_equals_the_plain_5x5_correlation() -> None:
-    rng = np.random.default_rng(3)
-    directions = ndi.gaussian_filter(rng.standard_normal((4, 40, 50)), (0, 2, 2)).astype(np.float32)
-    foreground = rng.random((40, 50)) > 0.3
-    expected = np.zeros((40, 50))
-    for plane, name in zip(directions, ("h", "v", "tl", "bl")):
-        grad = ndi.correlate(_minmax(plane.astype(np.float64)), gradient_kernels()[name].astype(np.float64),
-                             mode="mirror")  # mirror = OpenCV's default reflect-101 border
-        expected = np.maximum(expected, 1 - _minmax(grad))
-    expected[~foreground] = 0
-    np.testing.assert_allclose(contour_evidence(directions, foreground), expected, atol=1e-5)
+def test_relabel_sequential_equals_skimage(flooded_labels: list[np.ndarray]) -> None:
+    for labels in flooded_labels:
+        ours = relabel_sequential(labels)
+        assert ours.dtype == np.int32
+        np.testing.assert_array_equal(ours, skimage_relabel_sequential(labels)[0])
 
 
-def test_contour_evidence_peaks_on_the_interface_of_touching_cells() -> None:
-    instance, _, directions = _touching_squares(with_boundary=False)
-    evidence = contour_evidence(directions, instance > 0)
-    assert evidence[20, 29:31].min() == pytest.approx(1.0, abs=0.05)
-    assert evidence[20, 18:22].max() < 0.57  # inside a cell: below the reference threshold
-
-
-# ---------------------------------------------------------------------------------------------
-# classes
-
-
-def test_classify_instances_sums_probabilities_and_skips_a_winning_background() -> None:
-    instance = np.zeros((4, 6), np.int32)
-    instance[:, :2] = 1
-    instance[:, 2:4] = 2
-    instance[:, 4:] = 5
-    type_prob = np.zeros((4, 4, 6), np.float32)  # background + 3 classes
-    type_prob[:, :, :2] = np.array([0.1, 0.2, 0.6, 0.1])[:, None, None]  # -> class 2
-    type_prob[:, :, 2:4] = np.array([0.7, 0.05, 0.1, 0.15])[:, None, None]  # background wins -> class 3
-    type_prob[:, :, 4:] = np.array([0.0, 0.5, 0.3, 0.2])[:, None, None]
-    type_prob[:, 0, 4:] = np.array([0.0, 0.0, 1.0, 0.0])[:, None]  # instance 5: sums 1.5 vs 1.9 -> class 2
-    class_map, per_instance = classify_instances(instance, type_prob)
-    assert class_map.dtype == np.uint8
-    np.testing.assert_array_equal(class_map, np.where(instance == 2, 3, 2) * (instance > 0))
-    assert per_instance.keys() == {1, 2, 5}
-    assert per_instance[1] == (2, pytest.approx(0.6))
-    assert per_instance[2] == (3, pytest.approx(0.15))
-    assert per_instance[5] == (2, pytest.approx((1.0 * 2 + 0.3 * 6) / 8))
-
-
-def test_classify_instances_of_an_empty_map() -> None:
-    class_map, per_instance = classify_instances(np.zeros((3, 3), np.int32), np.ones((2, 3, 3)))
-    assert not class_map.any() and per_instance == {}
-
-
-def test_classify_instances_refuses_bad_inputs() -> None:
-    with pytest.raises(EmbedstoreError, match="type_prob"):
-        classify_instances(np.zeros((3, 3), np.int32), np.ones((2, 3, 4)))
-    with pytest.raises(EmbedstoreError, match="instance map"):
-        classify_instances(np.full((3, 3), -1), np.ones((2, 3, 3)))
-
-
-# ---------------------------------------------------------------------------------------------
-# parameters
-
-
-def test_for_dataset_picks_the_reference_constants_per_magnification() -> None:
-    p40 = PostprocessParams.for_dataset("40x")
-    p20 = PostprocessParams.for_dataset(20)
-    assert (p40.struct_radius, p40.erosion_radius, p40.min_marker_size, p40.opening) == (5, 2, 3, "square")
-    assert (p20.struct_radius, p20.erosion_radius, p20.min_marker_size, p20.opening) == (3, 1, 2, "cross")
-    assert p40.threshold == p20.threshold == 0.57
-    assert PostprocessParams.for_dataset("20X", dataset_name="conic").min_size == 26
-    assert PostprocessParams.for_dataset("40x", min_size=12, variant="improved").min_size == 12
-
-
-@pytest.mark.parametrize(("name", "mag", "expected"), [
-    ("pannuke", "40x", 50), ("CoNIC", "20x", 26), ("cytodark0", 20, 20), ("cytodark0", "40x", 80),
-    (None, "40x", 50), ("consep", 40.0, 50), ("monuseg", "20x", 26), ("anything", "10x", 3),
-    ("cytodark0", "10x", 5),
-])
-def test_default_min_size(name: str | None, mag: str | float, expected: int) -> None:
-    assert default_min_size(name, mag) == expected
-
-
-def test_bad_options_are_refused_with_their_name() -> None:
-    with pytest.raises(EmbedstoreError, match="variant"):
-        PostprocessParams(variant="hovernet")
-    with pytest.raises(EmbedstoreError, match="magnification"):
-        PostprocessParams.for_dataset("forty")
-    with pytest.raises(EmbedstoreError, match="threshold"):
-        PostprocessParams(threshold=1.5)
+def test_blur3_equals_the_separable_mirror_correlation() -> None:
+    x = (np.random.default_rng(1).random((40, 57)) > 0.5).astype(np.float32)
+    weights = np.array([0.25, 0.5, 0.25], np.float32)
+    expected = ndi.correlate1d(ndi.correlate1d(x, weights, axis=0, mode="mirror"), weights, axis=1, mode="mirror")
+    np.testing.assert_array_equal(blur3(x), expected)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,7 @@
-"""`embed predict`: tiling and window blending, the per-image exports, and whole images end to end."""
+"""`embed predict`: the per-image exports, whole images end to end, choices and errors.
+
+Tiling and window blending are tested with the planner and blender in tests/embedstore/imaging/test_tiling.py.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from embedstore.errors import EmbedstoreError
 from embedstore.trainer.model.checkpoint import save_weights
 from embedstore.trainer.model.decoder import DecoderConfig, DecoderWidths, build_decoder
 from embedstore.trainer.predict.export import Cell, cell_records, geojson_features, instance_polygons, overlay
-from embedstore.trainer.predict.images import Stitcher, blend_tiles, choose_seed, predict, spline_window, tile_grid
+from embedstore.trainer.predict.images import check_tiling, predict, predict_image_maps
+from embedstore.trainer.predict.run_model import choose_seed, load_run_model
 
 CONSEP_CLASSES = ("Other", "Inflammatory", "Epithelial", "Spindle")
 # A decoder a few channels wide: same code path as the presets, a fraction of their CPU time.
@@ -51,82 +55,6 @@ def make_run(folder: Path, classes: tuple[str, ...], *, seeds: dict[int, float] 
                           "classes": list(classes)}}
     (folder / "config.json").write_text(json.dumps(config))
     return folder
-
-
-# ----------------------------------------------------------------------------------------------
-# tiling and blending
-
-
-def test_spline_window_is_symmetric_positive_and_halves_sum_to_one() -> None:
-    w = spline_window(256).astype(np.float64)
-    assert np.all(w > 0) and w.max() <= 1.0
-    np.testing.assert_allclose(w, w[::-1], atol=1e-7)
-    np.testing.assert_allclose(w[:128] + w[128:], 1.0, atol=1e-6)  # two windows half a tile apart
-
-
-def test_spline_window_follows_the_squared_spline() -> None:
-    # size 4: pixel centres t = 1/8, 3/8, 5/8, 7/8 -> triangle a = 1/4, 3/4, 3/4, 1/4
-    # a < 1/2: 2a^2 = 1/8; a >= 1/2: 1 - 2(1 - a)^2 = 7/8
-    np.testing.assert_allclose(spline_window(4), [0.125, 0.875, 0.875, 0.125], atol=1e-7)
-
-
-def test_tile_grid_pads_a_margin_and_covers_the_image() -> None:
-    grid = tile_grid((1000, 1000), 256, 128)
-    assert grid.margin == 64
-    # ceil((1000 + 128 - 256) / 128) + 1 = 8 tiles per side; padded side = 7 * 128 + 256
-    assert len(grid.origins) == 64 and grid.padded == (1152, 1152)
-    assert grid.origins.max() + 256 == 1152
-    assert grid.padded[0] - 1000 - grid.margin >= grid.margin
-
-
-def test_tile_grid_of_an_image_smaller_than_a_tile_has_one_tile() -> None:
-    grid = tile_grid((100, 40), 256, 256)
-    assert grid.margin == 0 and len(grid.origins) == 1 and grid.padded == (256, 256)
-
-
-def test_tile_grid_rejects_a_stride_above_the_tile() -> None:
-    with pytest.raises(EmbedstoreError, match="stride"):
-        tile_grid((500, 500), 256, 300)
-
-
-def test_constant_tile_maps_stitch_back_to_the_constant() -> None:
-    image = np.zeros((300, 517, 3), np.uint8)
-    grid = tile_grid(image.shape[:2], 64, 40)  # an uneven overlap: weights differ from pixel to pixel
-
-    def constant(tiles: np.ndarray) -> np.ndarray:
-        out = np.empty((len(tiles), 2, 64, 64), np.float32)
-        out[:, 0], out[:, 1] = 0.3, -0.7
-        return out
-
-    stitched = blend_tiles(constant, image, grid, channels=2, batch_size=5)
-    assert stitched.shape == (2, 300, 517)
-    np.testing.assert_allclose(stitched[0], 0.3, atol=1e-6)
-    np.testing.assert_allclose(stitched[1], -0.7, atol=1e-6)
-
-
-@pytest.mark.parametrize("tile,stride", [(64, 32), (64, 64), (48, 20)])
-def test_tiling_and_stitching_a_known_map_is_exact(tile: int, stride: int) -> None:
-    known = np.random.default_rng(0).normal(size=(173, 250, 3)).astype(np.float32)
-    grid = tile_grid(known.shape[:2], tile, stride)
-    stitched = blend_tiles(lambda tiles: tiles.transpose(0, 3, 1, 2), known, grid, channels=3, batch_size=7)
-    np.testing.assert_allclose(stitched, known.transpose(2, 0, 1), atol=1e-5)
-
-
-def test_overlapping_tiles_are_weighted_by_the_window() -> None:
-    # Tiles alternately predict 0 and 1; where two overlap, the result is their window-weighted mean.
-    grid = tile_grid((8, 24), 8, 4)
-    values = ((grid.origins[:, 1] // 4) % 2).astype(np.float32)
-    stitcher = Stitcher(grid, channels=1)
-    stitcher.add(np.broadcast_to(values[:, None, None, None], (len(values), 1, 8, 8)), grid.origins)
-    stitched = stitcher.result()[0]
-    w = spline_window(8)
-    starts = sorted(set(grid.origins[:, 1].tolist()))
-    for c in (0, 5, 11, 17):
-        p = c + grid.margin  # padded x of image column c
-        inside = [s for s in starts if 0 <= p - s < 8]
-        expected = sum(w[p - s] * ((s // 4) % 2) for s in inside) / sum(w[p - s] for s in inside)
-        np.testing.assert_allclose(stitched[:, c], expected, atol=1e-6)
-    assert np.any((stitched > 0.01) & (stitched < 0.99))  # blended, not a hard switch
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,6 +237,46 @@ def test_predict_a_monuseg_tif_with_overlapping_tiles(real_data: Path, tmp_path:
 # choices and errors
 
 
+def test_tile_and_stride_are_checked_before_any_image_is_read(tmp_path: Path) -> None:
+    with pytest.raises(EmbedstoreError, match="stride"):
+        check_tiling(256, 300)
+    run = make_run(tmp_path / "run", ())
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    with pytest.raises(EmbedstoreError, match="--stride 300"):
+        predict(run, image, out=tmp_path / "out", stride=300, device="cpu", show_progress=False)
+
+
+def test_an_image_of_one_tile_gets_the_model_maps_of_that_tile(tmp_path: Path) -> None:
+    model = load_run_model(make_run(tmp_path / "run", CONSEP_CLASSES), device="cpu")
+    image = np.random.default_rng(2).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    maps = predict_image_maps(model, image, tile=64, stride=64)
+    expected = model(image[None])[0]  # CPU kernels round differently on another buffer: compare to 1e-4
+    assert model.channels == expected.shape[0] == 3 + 4 + len(CONSEP_CLASSES) + 1
+    np.testing.assert_allclose(maps.contour, expected[:3], atol=1e-4)
+    np.testing.assert_allclose(maps.directions, expected[3:7], atol=1e-4)
+    np.testing.assert_allclose(maps.types, expected[7:], atol=1e-4)
+
+
+@pytest.mark.parametrize("option", ["--postprocess", "--object-type"])
+def test_cli_refuses_a_bad_choice_in_one_line_and_lists_the_choices_in_help(
+        option: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from embedstore.cli.app import main
+
+    assert main(["predict", str(tmp_path / "a.png"), "--run", str(tmp_path), option, "bogus"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and option in err[0] and "bogus" in err[0]
+    result = CliRunner().invoke(_predict_app(), ["--help"], env={"COLUMNS": "200"})
+    choices = {"--postprocess": "cisca|improved|nocut", "--object-type": "cell|detection"}[option]
+    assert choices in result.output
+
+
+def _predict_app() -> typer.Typer:
+    app = typer.Typer()
+    app.command()(predict_command)
+    return app
+
+
 def test_default_seed_is_the_one_with_the_lowest_validation_loss(tmp_path: Path) -> None:
     run = make_run(tmp_path / "run", (), seeds={0: 0.9, 3: 0.4, 5: 0.6})
     assert choose_seed(run) == 3
@@ -375,9 +343,7 @@ def test_cli_predicts_a_folder_and_prints_a_table(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     for name in ("b.png", "a.jpg"):
         Image.fromarray(rng.integers(0, 255, (70, 90, 3), dtype=np.uint8)).save(images / name)
-    app = typer.Typer()
-    app.command()(predict_command)
-    result = CliRunner().invoke(app, [str(images), "--run", str(run), "--out", str(tmp_path / "out"),
+    result = CliRunner().invoke(_predict_app(), [str(images), "--run", str(run), "--out", str(tmp_path / "out"),
                                       "--device", "cpu", "--quiet"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "a.jpg" in result.output and "b.png" in result.output and "Epithelial" in result.output
