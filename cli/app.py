@@ -12,8 +12,18 @@ from rich.table import Table
 from embedstore.cli.bench_cmd import bench_app
 from embedstore.cli.evaluate_cmd import compare_command, evaluate_command
 from embedstore.cli.predict_cmd import predict_command
+from embedstore.cli.store_cmd import (
+    CacheDir,
+    info_command,
+    pack_command,
+    pull_command,
+    push_command,
+    unpack_command,
+    use_cache_dir,
+    verify_command,
+)
 from embedstore.errors import EmbedstoreError
-from embedstore.precision import ComputeDtype
+from embedstore.extract.precision import ComputeDtype
 from embedstore.trainer.data.memory import RamCache
 from embedstore.trainer.fit.options import MsgeMaps
 from embedstore.trainer.model.presets import DecoderPreset
@@ -60,7 +70,7 @@ def extract(
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Ingest a dataset (once) and write an encoder's four levels for every tile; resumes after a kill."""
-    from embedstore.pipeline import default_store_path, extract_into_store
+    from embedstore.extract.pipeline import default_store_path, extract_into_store
 
     options = parse_options(option)
     if magnification:
@@ -112,6 +122,7 @@ def train(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/train"),
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print parameter counts and exit.")] = False,
+    cache_dir: CacheDir = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train decoders from cached features; writes config, checkpoints, metrics log and curves to --out."""
@@ -119,6 +130,7 @@ def train(
     from embedstore.trainer.fit.train import TrainInterrupted
     from embedstore.trainer.fit.train import train as run_training
 
+    use_cache_dir(cache_dir)
     try:
         report = run_training(
             store, out, encoder_key=encoder, decoder=decoder, levels=parse_ints(levels, "--levels"),
@@ -145,44 +157,8 @@ def train(
     console.print(f"{report.tiles_per_s:.1f} tiles/s; run folder {report.run_dir}")
 
 
-@app.command()
-def info(store: Annotated[str, typer.Argument(help="Store folder, .zip or URL.")]) -> None:
-    """Describe a store: dataset, tiles per split, classes, encoders and their completeness, size."""
-    from embedstore.store_info import describe_store
-
-    d = describe_store(store)
-    ds = d["dataset"]
-    console.print(f"[bold]{store}[/bold]  schema {d['schema_version']}, {d['created_by']}, "
-                  f"{d['bytes'] / 2**20:.1f} MiB on disk")
-    console.print(f"dataset {ds.get('name')}: {d['n_samples']} tiles of {d['tile_size']} px, "
-                  f"{ds.get('magnification')} ({ds.get('um_per_px')} um/px), "
-                  f"classes: {', '.join(ds.get('classes', [])) or 'none'}"
-                  + ("" if d["ingest_complete"] else "  [red](ingest incomplete)[/red]"))
-    console.print("splits: " + ", ".join(f"{k} {v}" for k, v in d["splits"].items()))
-    table = Table("encoder", "fingerprint", "levels (C x h x w)", "dtype", "views", "committed", "MiB")
-    for key, g in d["encoders"].items():
-        table.add_row(key, g["fingerprint"], "  ".join("x".join(map(str, s)) for s in g["level_shapes"]),
-                      g["storage_dtype"], str(g["views"]), f"{g['committed']}/{g['total']}",
-                      f"{g['bytes'] / 2**20:.1f}")
-    console.print(table if d["encoders"] else "no encoder features yet")
-
-
-@app.command()
-def verify(store: Annotated[str, typer.Argument(help="Store folder, .zip or URL.")],
-           quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False) -> None:
-    """Read every committed chunk back; exit 1 if anything is unreadable, non-finite or incomplete."""
-    from embedstore.store import open_store
-    from embedstore.verify import verify_store
-
-    report = verify_store(open_store(store), show_progress=not quiet)
-    for key, (done, total) in report.groups.items():
-        console.print(f"features/{key}: {done}/{total} tiles committed")
-    if report.ok:
-        console.print(f"ok: {report.tiles_checked} tiles and their committed features read back")
-        return
-    for problem in report.problems:
-        console.print(f"[red]problem:[/red] {problem}")
-    raise typer.Exit(1)
+app.command("info")(info_command)
+app.command("verify")(verify_command)
 
 
 @app.command()
@@ -228,6 +204,10 @@ def demo(
 app.command("evaluate")(evaluate_command)
 app.command("compare")(compare_command)
 app.command("predict")(predict_command)
+app.command("pack")(pack_command)
+app.command("unpack")(unpack_command)
+app.command("push")(push_command)
+app.command("pull")(pull_command)
 app.add_typer(bench_app, name="bench")
 
 

@@ -108,3 +108,21 @@ def bench_stitch_oracle_cmd(
                 table.add_row(chosen.value, str(r["stride"]), blend.value, str(r["n_tiles"]), str(r["n_images"]),
                               f"{r['per_tile_bpq']:.4f}", f"{r['stitched_bpq']:.4f}", f"{r['gap']:+.4f}")
     console.print(table)
+
+
+@bench_app.command("checksums")
+def bench_checksums_cmd(
+    encoder: Annotated[str, typer.Option(help="Encoder (random weights).")] = "vit-b-22k",
+    n_tiles: Annotated[int, typer.Option(help="Synthetic tiles.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 4,
+    repeats: Annotated[int, typer.Option(help="Epochs of each arm, taken in turn; the fastest counts.")] = 3,
+) -> None:
+    """Training-loader tiles/s with and without the per-chunk crc32c checksums (RAM cache off, no decoder)."""
+    from embedstore.trainer.bench.checksums import bench_checksums
+
+    r = bench_checksums(encoder, n_tiles=n_tiles, batch_size=batch_size, repeats=repeats)
+    console.print(f"{r['encoder']}, {r['tiles']} tiles of {r['tile_size']} px, batch {r['batch_size']}, "
+                  f"best of {r['repeats']}")
+    console.print(f"loader with checksums: {r['with_checksums_tiles_per_s']:.1f} tiles/s; without: "
+                  f"{r['without_checksums_tiles_per_s']:.1f} tiles/s; ratio with/without {r['ratio']:.3f}")
+    console.print(f"finite / missing-tile check: {100 * r['finite_check_share']:.1f}% of a checked feature read")

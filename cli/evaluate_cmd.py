@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from embedstore.cli.choices import Level, Postprocess
+from embedstore.cli.store_cmd import CacheDir, use_cache_dir
 
 console = Console()
 
@@ -51,6 +52,7 @@ def evaluate_command(
     workers: Annotated[int, typer.Option(help="Processes that predict, post-process and score in parallel.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Tiles per decoder forward.")] = 16,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N] for the decoders.")] = "auto",
+    cache_dir: CacheDir = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Score every seed's best checkpoint on a split; writes RUN/eval_<split>/ (metrics.json, tiles.csv, classes.csv).
@@ -59,6 +61,7 @@ def evaluate_command(
     """
     from embedstore.trainer.evaluate import evaluate
 
+    use_cache_dir(cache_dir)
     report = evaluate(run, store=store, split=split, postprocess=postprocess.value, tune_min_size=tune_min_size,
                       min_size=min_size, seeds=_seeds(seeds), workers=workers, device=device,
                       batch_size=batch_size, show_progress=not quiet)

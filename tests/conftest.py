@@ -30,7 +30,7 @@ def real_data() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 synthetic H&E tiles with tiny-vit features (random weights, seed 0), ingested and extracted."""
-    from embedstore.pipeline import extract_into_store
+    from embedstore.extract.pipeline import extract_into_store
 
     path = tmp_path_factory.mktemp("stores") / "synthetic.zarr"
     extract_into_store(path, "tiny-vit", dataset="synthetic", options={"n": 24}, weights="random",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from embedstore.pipeline import extract_into_store
+from embedstore.extract.pipeline import extract_into_store
 from embedstore.trainer.evaluate import evaluate
 from embedstore.trainer.fit.options import DataOptions
 from embedstore.trainer.fit.train import train

@@ -17,8 +17,9 @@ import zarr
 from embedstore.imaging.dihedral import dihedral
 from embedstore.encoders import build_encoder
 from embedstore.errors import EmbedstoreError
-from embedstore.extract import completeness, extract
-from embedstore.pipeline import extract_into_store, ingest_dataset
+from embedstore.extract import extract
+from embedstore.store import completeness
+from embedstore.extract.pipeline import extract_into_store, ingest_dataset
 from embedstore.store import open_store
 
 
@@ -154,7 +155,7 @@ def test_the_dtype_option_names_auto_and_exactly_the_compute_dtypes() -> None:
     from typing import get_args
 
     from embedstore.extract import COMPUTE_DTYPES
-    from embedstore.precision import ComputeDtype, resolve_dtype
+    from embedstore.extract.precision import ComputeDtype, resolve_dtype
 
     assert get_args(ComputeDtype) == ("auto", *COMPUTE_DTYPES)
     assert resolve_dtype("auto", torch.device("cpu")) == "fp32"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from embedstore.errors import EmbedstoreError
-from embedstore.pipeline import extract_into_store
+from embedstore.extract.pipeline import extract_into_store
 from embedstore.trainer.compare import compare, find_runs
 from embedstore.trainer.evaluate import evaluate
 from embedstore.trainer.fit.train import train

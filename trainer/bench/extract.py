@@ -12,7 +12,7 @@ import torch
 
 from embedstore.encoders import build_encoder
 from embedstore.extract import extract
-from embedstore.pipeline import ingest_dataset
+from embedstore.extract.pipeline import ingest_dataset
 from embedstore.store import feature_key, open_store, store_bytes
 
 

@@ -44,7 +44,7 @@ DEFAULT_ENCODERS = ("vit-b-22k", "uni")
 
 
 @dataclasses.dataclass
-class _AllTrain:
+class AllTrain:
     """A dataset with every tile in the train split."""
 
     base: TileDataset
@@ -92,7 +92,7 @@ def bench_encoder(encoder_name: str, *, n_tiles: int = 16, batch_size: int = 4, 
     """
     encoder = build_encoder(encoder_name, "random", seed=seed)
     location = workdir / f"{encoder.spec.key}-{n_tiles}x{tile_size}.zarr"
-    dataset = _AllTrain(get_dataset("synthetic", tile_size=tile_size, n=n_tiles))
+    dataset = AllTrain(get_dataset("synthetic", tile_size=tile_size, n=n_tiles))
     store = ingest(dataset, location, tile_size=tile_size, show_progress=show_progress)
     extract(store, encoder, device="cpu", batch_size=batch_size, show_progress=show_progress)
 

@@ -13,6 +13,7 @@ import numpy as np
 import zarr
 
 from embedstore.store import Store
+from embedstore.store.integrity import read_rows
 from embedstore.trainer.targets.maps import Targets, compute_targets
 
 
@@ -67,18 +68,21 @@ class BlockReader:
         self.targets = targets
 
     def read(self, index: np.ndarray, views: np.ndarray | None) -> BlockTiles:
-        """Tiles ``index`` (sorted, one block); keep only ``views`` per tile (None keeps all views)."""
-        span = slice(int(index[0]), int(index[-1]) + 1)
-        rows = index - span.start
+        """Tiles ``index`` (sorted, one block); keep only ``views`` per tile (None keeps all views).
+
+        Reads are checked (:mod:`embedstore.store.integrity`): a corrupted, missing or non-finite tile
+        raises a one-line error naming the array and the sample instead of feeding wrong numbers.
+        """
+        ids = self.store.sample_ids
         levels = []
         for k in self.levels:
-            block = np.asarray(self.group[f"level_{k}"][span])[rows]
-            levels.append(block if views is None else block[np.arange(rows.size), views][:, None])
-        images = np.asarray(self.store.group["images"][span])[rows]
+            block = read_rows(self.group[f"level_{k}"], index, sample_ids=ids, finite=True)
+            levels.append(block if views is None else block[np.arange(index.size), views][:, None])
+        images = read_rows(self.store.group["images"], index, sample_ids=ids)
         targets = [self.targets.get(int(t)) for t in index]
         if any(t is None for t in targets):
-            instance = np.asarray(self.store.group["labels/instance"][span])[rows]
-            classes = np.asarray(self.store.group["labels/class"][span])[rows] if self.has_types else None
+            instance = read_rows(self.store.group["labels/instance"], index, sample_ids=ids)
+            classes = read_rows(self.store.group["labels/class"], index, sample_ids=ids) if self.has_types else None
             for i, t in enumerate(index):
                 if targets[i] is None:
                     targets[i] = compute_targets(instance[i], None if classes is None else classes[i],

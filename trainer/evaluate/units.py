@@ -17,6 +17,7 @@ import numpy as np
 
 from embedstore.progress import progress_bar
 from embedstore.store import SampleTable, Store, open_store
+from embedstore.store.integrity import read_rows
 from embedstore.trainer.evaluate.score import ImageScore, score_maps
 from embedstore.trainer.evaluate.stitch import stitch_labels
 from embedstore.trainer.inference.maps import LoadedRun, MapBlender, TileMaps, load_run, predict_maps, read_tiles
@@ -83,8 +84,9 @@ def run_unit(unit: WorkUnit) -> UnitResult:
     index = np.array(unit.tiles, np.int64)
     span = slice(int(index[0]), int(index[-1]) + 1)
     rows = index - span.start
-    true_inst = np.asarray(ctx.store.group["labels/instance"][span])[rows]
-    true_cls = np.asarray(ctx.store.group["labels/class"][span])[rows] if ctx.n_classes else None
+    ids = ctx.store.sample_ids
+    true_inst = read_rows(ctx.store.group["labels/instance"], index, sample_ids=ids)
+    true_cls = read_rows(ctx.store.group["labels/class"], index, sample_ids=ids) if ctx.n_classes else None
     models = ctx.loaded.models
     maps: list[list[TileMaps]] = [[] for _ in models]
     for start in range(0, index.size, ctx.batch_size):

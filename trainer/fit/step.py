@@ -6,8 +6,12 @@ both step through :func:`train_step`, so the benchmark times exactly what traini
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from embedstore.errors import EmbedstoreError
 
 from embedstore.trainer.data.batch import Batch
 from embedstore.trainer.fit.losses import cisca_loss
@@ -30,6 +34,10 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     """
     outputs = model(batch.levels if levels is None else levels, batch.image)
     total, terms = batch_loss(outputs, batch, loss)
+    if not math.isfinite(terms["total"]):  # never step on NaN: it would silently ruin the weights
+        raise EmbedstoreError(f"training loss is {terms['total']} on the batch of tiles "
+                              f"{', '.join(map(str, batch.tiles[:8].tolist()))}; lower --lr or check the store "
+                              "with `embed verify`")
     optimizer.zero_grad(set_to_none=True)
     total.backward()
     if clip_norm is not None:

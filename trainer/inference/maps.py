@@ -14,13 +14,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from embedstore.errors import EmbedstoreError
 from embedstore.imaging.tiling import TileBlender, Window
 from embedstore.store import Store
+from embedstore.store.integrity import read_rows
 from embedstore.trainer.run_folder import RunConfig, RunDir
 
 if TYPE_CHECKING:  # torch is imported where it is used, so map-only users (workers, blending) skip it
@@ -137,7 +138,8 @@ def load_run(run: str | Path, *, seeds: tuple[int, ...] | None = None, device: s
 
 def read_tiles(store: Store, encoder_key: str, levels: tuple[int, ...], index: np.ndarray
                ) -> tuple[list[np.ndarray], np.ndarray]:
-    """Cached view 0 of ``levels`` and the RGB tiles of sorted store indices, one slice read per array.
+    """Cached view 0 of ``levels`` and the RGB tiles of sorted store indices, one checked slice read per array
+    (a corrupted, missing or non-finite tile is a one-line error naming it, see :mod:`embedstore.store.integrity`).
 
     Returns
     -------
@@ -150,10 +152,9 @@ def read_tiles(store: Store, encoder_key: str, levels: tuple[int, ...], index: n
     if np.any(np.diff(index) <= 0):
         raise ValueError("read_tiles needs sorted, distinct tile indices")
     group = store.features(encoder_key)
-    span = slice(int(index[0]), int(index[-1]) + 1)
-    rows = index - span.start
-    feats = [np.asarray(group[f"level_{k}"][span])[rows, 0] for k in levels]
-    images = np.asarray(store.group["images"][span])[rows]
+    ids = store.sample_ids
+    feats = [read_rows(group[f"level_{k}"], index, sample_ids=ids, finite=True)[:, 0] for k in levels]
+    images = read_rows(store.group["images"], index, sample_ids=ids)
     return feats, images
 
 
@@ -195,8 +196,8 @@ def predict_maps(models: list[CellDecoder], levels: list[np.ndarray] | list[torc
 class MapBlender:
     """Blend per-tile :class:`TileMaps` into an (H, W) image with :class:`~embedstore.imaging.tiling.TileBlender`.
 
-    ``window="uniform"`` is the plain mean over the tiles covering a pixel (stitched evaluation today);
-    ``"spline"`` is predict's squared-spline window. Tiles may stick out of the image (zero-padded border
+    ``window="uniform"`` is the plain mean over the tiles covering a pixel; ``"spline"`` is the
+    squared-spline window that predict and stitched evaluation use. Tiles may stick out of the image (zero-padded border
     tiles); the outside part is dropped. Pixels that no tile covers get :func:`background_fill`:
     background probability 1, zero directions and background class.
 

@@ -15,7 +15,7 @@ import zarr
 
 from embedstore.imaging.dihedral import dihedral
 from embedstore.errors import EmbedstoreError
-from embedstore.pipeline import extract_into_store
+from embedstore.extract.pipeline import extract_into_store
 from embedstore.store import open_store
 from embedstore.trainer.data.loader import Loader
 from embedstore.trainer.targets.maps import compute_targets

@@ -13,7 +13,7 @@ import pytest
 from embedstore.datasets.synthetic import render
 from embedstore.errors import EmbedstoreError
 from embedstore.imaging.tiling import relabel
-from embedstore.pipeline import extract_into_store
+from embedstore.extract.pipeline import extract_into_store
 from embedstore.store import open_store
 from embedstore.trainer.evaluate import evaluate, min_size_grid
 from embedstore.trainer.fit.train import train

@@ -19,7 +19,7 @@ from embedstore.datasets.base import DatasetInfo, Tile
 from embedstore.encoders import build_encoder
 from embedstore.errors import EmbedstoreError
 from embedstore.extract import extract
-from embedstore.pipeline import extract_into_store
+from embedstore.extract.pipeline import extract_into_store
 from embedstore.store import ingest
 from embedstore.trainer.model.checkpoint import load_decoder
 from embedstore.trainer.model.decoder import DecoderConfig, build_decoder, count_parameters

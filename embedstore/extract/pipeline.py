@@ -9,8 +9,9 @@ from embedstore.datasets import get_dataset
 from embedstore.encoders import build_encoder, get_spec
 from embedstore.errors import EmbedstoreError
 from embedstore.device import resolve_device
-from embedstore.extract import ExtractReport, check_options, extract
+from embedstore.extract.run import ExtractReport, check_options, extract
 from embedstore.store import Store, ingest, open_store
+from embedstore.store.lock import store_lock
 
 
 def default_store_path(dataset: str, options: dict[str, Any]) -> Path:
@@ -34,16 +35,21 @@ def extract_into_store(location: str | Path, encoder: str, *, dataset: str | Non
                        tile_size: int = 256, stride: int | None = None, weights: str = "hub", seed: int = 0,
                        batch_size: int = 16, device: str = "auto", dtype: str = "auto", views: int = 1,
                        overwrite: bool = False, show_progress: bool = True) -> ExtractReport:
-    """Ingest ``dataset`` if needed, then write ``encoder``'s levels for every uncommitted tile."""
+    """Ingest ``dataset`` if needed, then write ``encoder``'s levels for every uncommitted tile.
+
+    One process writes a store at a time (:func:`embedstore.store.lock.store_lock`): a second one is
+    refused in one line, before any work.
+    """
     spec = get_spec(encoder)  # fail fast on an unknown encoder or option before any ingest work
     check_options(views=views, batch_size=batch_size, device=device, dtype=dtype)
-    if dataset is not None:
-        store = ingest_dataset(location, dataset, data_dir=data_dir, options=options, tile_size=tile_size,
-                               stride=stride, show_progress=show_progress)
-    elif Path(location).exists():
-        store = open_store(location, mode="r+")
-    else:
+    if dataset is None and not Path(location).exists():
         raise EmbedstoreError(f"{location}: no such store; give --dataset to create it")
-    model = build_encoder(spec, weights, seed=seed, device=resolve_device(device))
-    return extract(store, model, batch_size=batch_size, device=device, dtype=dtype, views=views,
-                   overwrite=overwrite, show_progress=show_progress)
+    with store_lock(location):
+        if dataset is not None:
+            store = ingest_dataset(location, dataset, data_dir=data_dir, options=options, tile_size=tile_size,
+                                   stride=stride, show_progress=show_progress)
+        else:
+            store = open_store(location, mode="r+")
+        model = build_encoder(spec, weights, seed=seed, device=resolve_device(device))
+        return extract(store, model, batch_size=batch_size, device=device, dtype=dtype, views=views,
+                       overwrite=overwrite, show_progress=show_progress)

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from importlib.metadata import version
 from typing import Any
 
@@ -27,13 +28,15 @@ from embedstore.device import resolve_device
 from embedstore.encoders import FrozenEncoder
 from embedstore.errors import EmbedstoreError
 from embedstore.imaging.dihedral import dihedral
-from embedstore.precision import resolve_dtype, storage_dtype
+from embedstore.extract.precision import resolve_dtype, storage_dtype
 from embedstore.progress import progress_bar
-from embedstore.store import COMPRESSOR, Store, feature_key
+from embedstore.encoders.licence import licence_record
+from embedstore.store import CHUNK_CODECS, COMPRESSOR, Store, feature_key
+from embedstore.store.digest import MANIFEST, write_manifest
 from embedstore.threads import background
 
 COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-"""torch dtype of each resolved ``--dtype`` (see :data:`embedstore.precision.ComputeDtype`)."""
+"""torch dtype of each resolved ``--dtype`` (see :data:`embedstore.extract.precision.ComputeDtype`)."""
 FP16_MAX = 65504.0
 
 
@@ -63,12 +66,16 @@ class ExtractReport:
 
 
 def group_attrs(encoder: FrozenEncoder, tile_size: int, views: int, dtype: str, stored: str) -> dict[str, Any]:
-    """Everything needed to reproduce or refuse to mix features: spec, weights, preprocessing, versions."""
+    """Everything needed to reproduce or refuse to mix features: spec, weights (source and sha256
+    fingerprint), preprocessing, codec, licence, date and versions."""
     shapes = encoder.level_shapes(tile_size)
     return {
         "encoder": encoder.spec.to_dict(),
         "fingerprint": encoder.fingerprint,
         "weights_source": encoder.weights_source,
+        "licence": licence_record(encoder.spec),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "codec": {"compressor": COMPRESSOR.to_dict(), "checksum": "crc32c", "inner_chunk": "one tile"},
         "tile_size": tile_size,
         "views": views,
         "storage_dtype": stored,
@@ -105,8 +112,8 @@ def prepare_group(store: Store, key: str, attrs: dict[str, Any], overwrite: bool
     group = store.group.require_group(f"features/{key}")
     for k, (c, h, w) in enumerate(attrs["level_shapes"]):
         group.create_array(f"level_{k}", shape=(n, v, c, h, w), dtype=attrs["storage_dtype"],
-                           chunks=(1, v, c, h, w), shards=(t, v, c, h, w), compressors=COMPRESSOR,
-                           fill_value=0)
+                           chunks=(1, v, c, h, w), shards=(t, v, c, h, w), compressors=CHUNK_CODECS,
+                           fill_value=float("nan"))  # a missing chunk reads as NaN: refused by checked reads
     group.create_array("done", shape=(n, v), dtype=bool, chunks=(t, v), fill_value=False)
     group.attrs.update(attrs)
     return group
@@ -210,6 +217,7 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
     report = ExtractReport(key=key, tiles_total=store.n_samples,
                            tiles_skipped=store.n_samples - sum(b.stop - b.start for b in pending))
     if not pending:
+        _write_manifest_once(store, key)
         return report
     shapes = [tuple(s) for s in attrs["level_shapes"]]
     np_dtype = np.dtype(attrs["storage_dtype"])
@@ -254,10 +262,12 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
         while in_flight:
             in_flight.popleft().result()
     report.seconds = time.perf_counter() - start
+    if bool(np.asarray(group["done"][:]).all()):
+        write_manifest(store.location, f"features/{key}")  # after the last marker: the group's hashes
     return report
 
 
-def completeness(group: zarr.Group) -> tuple[int, int]:
-    """(committed tiles, total tiles) of a feature group: a tile counts when all its views are done."""
-    done = np.asarray(group["done"][:])
-    return int(done.all(axis=1).sum()), int(done.shape[0])
+def _write_manifest_once(store: Store, key: str) -> None:
+    """Write a complete group's manifest if a run that committed the last tile was killed before it."""
+    if MANIFEST not in store.group[f"features/{key}"]:
+        write_manifest(store.location, f"features/{key}")
