@@ -126,3 +126,24 @@ def bench_checksums_cmd(
     console.print(f"loader with checksums: {r['with_checksums_tiles_per_s']:.1f} tiles/s; without: "
                   f"{r['without_checksums_tiles_per_s']:.1f} tiles/s; ratio with/without {r['ratio']:.3f}")
     console.print(f"finite / missing-tile check: {100 * r['finite_check_share']:.1f}% of a checked feature read")
+
+
+@bench_app.command("io")
+def bench_io_cmd(
+    n_tiles: Annotated[int, typer.Option(help="Feature tiles written per run (16 per shard).")] = 64,
+    workers: Annotated[int, typer.Option(help="Writers from 1 up to this many, as threads and as processes.")] = 2,
+    channels: Annotated[int, typer.Option(help="Channels of the feature tile (768 = ViT-B).")] = 768,
+    grid: Annotated[int, typer.Option(help="Token grid side (16 = 256 px at patch 16).")] = 16,
+) -> None:
+    """Store write and read MB/s per codec for 1..N writer threads and processes (one writer per shard)."""
+    from embedstore.trainer.bench.io import bench_io
+
+    rows = bench_io(n_tiles, shape=(channels, grid, grid), max_workers=workers)
+    table = Table("codec", "writers", "write MB/s", "tiles/s", "x one writer", "read MB/s (first, again)",
+                  "stored / raw bytes")
+    for r in rows:
+        table.add_row(r["codec"], f"{r['writers']} {r['kind']}", f"{r['write_mb_s']:.0f}",
+                      f"{r['write_tiles_per_s']:.0f}", f"{r['speedup']:.2f}",
+                      f"{r['read_first_mb_s']:.0f}, {r['read_again_mb_s']:.0f}",
+                      f"{r['stored_bytes_per_tile'] / r['raw_bytes_per_tile']:.2f}")
+    console.print(table)
