@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -27,6 +27,9 @@ from embedstore.extract.precision import ComputeDtype
 from embedstore.trainer.data.memory import RamCache
 from embedstore.trainer.fit.options import MsgeMaps
 from embedstore.trainer.model.presets import DecoderPreset
+
+if TYPE_CHECKING:  # torch-free import of the command line: the report type only
+    from embedstore.trainer.fit.train import TrainReport
 
 app = typer.Typer(
     name="embed",
@@ -67,6 +70,8 @@ def extract(
     tile_size: Annotated[int, typer.Option(help="Tile side in pixels.")] = 256,
     stride: Annotated[Optional[int], typer.Option(help="Tile stride (default = tile size; smaller overlaps).")] = None,
     option: Annotated[list[str], typer.Option("--option", "-o", help="Dataset option KEY=VALUE (repeatable).")] = [],
+    workers: Annotated[Optional[int], typer.Option(help="Compute on a local dask cluster of N worker processes (on a GPU machine: one per GPU, each pinned to one).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Compute on a running dask cluster: tcp://HOST:PORT of its scheduler (workers must see the store path; see docs/distributed.md).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Ingest a dataset (once) and write an encoder's four levels for every tile; resumes after a kill."""
@@ -82,13 +87,16 @@ def extract(
     report = extract_into_store(
         store, encoder, dataset=dataset, data_dir=data_dir, options=options, tile_size=tile_size,
         stride=stride, weights=weights, seed=seed, batch_size=batch_size, device=device, dtype=dtype,
-        views=views, overwrite=overwrite, show_progress=not quiet,
+        views=views, overwrite=overwrite, show_progress=not quiet, workers=workers, scheduler=scheduler,
     )
     if report.tiles_written:
         console.print(f"{store}: features/{report.key}: wrote {report.tiles_written} tiles "
                       f"({report.tiles_per_s:.1f} tiles/s), {report.tiles_skipped} already committed")
     else:
         console.print(f"{store}: features/{report.key}: all {report.tiles_total} tiles already committed")
+    if report.worker_peak_rss:
+        console.print("peak RSS per worker: " + ", ".join(
+            f"{name} {rss / 2**20:.0f} MiB" for name, rss in sorted(report.worker_peak_rss.items())))
 
 
 def parse_ints(text: str, option: str) -> tuple[int, ...]:
@@ -107,7 +115,8 @@ def train(
     split_val: Annotated[str, typer.Option(help="Validation split (early stopping, LR schedule).")] = "val",
     seeds: Annotated[str, typer.Option(help="Decoder seeds trained together, each batch read once: 0,1,2.")] = "0",
     decoder: Annotated[DecoderPreset, typer.Option(help="Decoder widths: lite (fast) or cisca (research-note widths).")] = "lite",
-    levels: Annotated[str, typer.Option(help="Encoder levels the decoder reads, e.g. 0,1,2,3 or 2,3.")] = "0,1,2,3",
+    levels: Annotated[Optional[str], typer.Option(help="Encoder levels the decoder reads, e.g. 0,1,2,3 (default) or 2,3; none = the no-encoder baseline (RGB stem only).")] = None,
+    variant: Annotated[list[str], typer.Option("--variant", help="Train several decoder variants in one pass (repeatable), each in --out/<name>/: KEY=VALUE pairs joined by ':' with keys levels (default 0,1,2,3; none), decoder (default --decoder) and name (default <decoder>-L<levels>), e.g. --variant levels=3 --variant levels=2,3:decoder=cisca --variant levels=none.")] = [],
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = 100,
     batch_size: Annotated[int, typer.Option(help="Tiles per batch.")] = 4,
     lr: Annotated[float, typer.Option(help="Adam (amsgrad) learning rate.")] = 5e-4,
@@ -125,26 +134,44 @@ def train(
     cache_dir: CacheDir = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Train decoders from cached features; writes config, checkpoints, metrics log and curves to --out."""
-    from embedstore.trainer.fit.options import DataOptions, LossOptions, Optimisation
-    from embedstore.trainer.fit.train import TrainInterrupted
-    from embedstore.trainer.fit.train import train as run_training
+    """Train decoders from cached features; writes config, checkpoints, metrics log and curves to --out.
 
+    With --variant, every variant trains every seed on the same batches (the union of their levels is read
+    once) and writes its own run folder --out/<name>/.
+    """
+    from embedstore.trainer.fit.options import DataOptions, LossOptions, Optimisation
+    from embedstore.trainer.fit.train import TrainInterrupted, train_variants
+    from embedstore.trainer.fit.train import train as run_training
+    from embedstore.trainer.fit.variants import parse_levels, parse_variant
+
+    if variant and levels is not None:
+        raise EmbedstoreError("give --levels or --variant levels=..., not both")
     use_cache_dir(cache_dir)
+    common = dict(
+        encoder_key=encoder, seeds=parse_ints(seeds, "--seeds"), epochs=epochs,
+        data=DataOptions(split_train=split_train, split_val=split_val, data_seed=data_seed, batch_size=batch_size,
+                         ram_cache=ram_cache, require_complete=require_complete),
+        optimisation=Optimisation(lr=lr, clip_norm=clip_norm, lr_patience=lr_patience, stop_patience=stop_patience),
+        loss=LossOptions(msge_maps=msge_maps), device=device, resume=resume, dry_run=dry_run,
+        show_progress=not quiet, say=None if quiet else Console(stderr=True).print,
+    )
     try:
-        report = run_training(
-            store, out, encoder_key=encoder, decoder=decoder, levels=parse_ints(levels, "--levels"),
-            seeds=parse_ints(seeds, "--seeds"), epochs=epochs,
-            data=DataOptions(split_train=split_train, split_val=split_val, data_seed=data_seed, batch_size=batch_size,
-                             ram_cache=ram_cache, require_complete=require_complete),
-            optimisation=Optimisation(lr=lr, clip_norm=clip_norm, lr_patience=lr_patience, stop_patience=stop_patience),
-            loss=LossOptions(msge_maps=msge_maps), device=device, resume=resume, dry_run=dry_run,
-            show_progress=not quiet, say=None if quiet else Console(stderr=True).print,
-        )
+        if variant:
+            reports = train_variants(store, out, [parse_variant(v, decoder) for v in variant], **common)
+        else:
+            reports = [run_training(store, out, decoder=decoder, levels=parse_levels(levels or "0,1,2,3"),
+                                    **common)]
     except TrainInterrupted as stop:
         Console(stderr=True).print(str(stop), highlight=False)
         raise typer.Exit(130) from None
-    console.print(f"decoder {decoder}: {report.parameters:,} trainable parameters per seed; "
+    for report in reports:
+        _print_train_report(report, report.variant if variant else None)
+
+
+def _print_train_report(report: TrainReport, variant: str | None) -> None:
+    """Sizes, then (unless a dry run) the per-seed table and the speed of one variant's run."""
+    title = f"variant {variant} (decoder {report.decoder['preset']})" if variant else f"decoder {report.decoder['preset']}"
+    console.print(f"{title}: {report.parameters:,} trainable parameters per seed; "
                   f"{report.train_tiles} train / {report.val_tiles} val tiles"
                   + (f", {report.missing_tiles} not yet extracted" if report.missing_tiles else ""))
     if report.dry_run:

@@ -58,6 +58,15 @@ class Comparison:
         return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def _label(report: dict[str, Any]) -> str:
+    """``encoder x decoder``, plus the levels read when they are not all four (``L23``, ``none``)."""
+    label = f"{report['encoder_key']} x {report['decoder']}"
+    levels = report.get("levels", [0, 1, 2, 3])
+    if list(levels) != [0, 1, 2, 3]:
+        label += f" L{''.join(map(str, levels))}" if levels else " none"
+    return label
+
+
 def find_runs(paths: list[str | Path]) -> list[Path]:
     """Run folders among ``paths``: a path holding config.json is a run, another folder is searched one level
     down (a runs directory).
@@ -117,7 +126,7 @@ def compare(runs: list[str | Path] | str | Path, *, split: str = "test", level: 
             raise EmbedstoreError(f"{run}: eval_{split}/metrics.json has no '{level}' results (stitched images "
                                   "exist only for stores whose tiles come from larger images)")
         part = report[level]
-        rows.append(ComparisonRow(run=str(run), label=f"{report['encoder_key']} x {report['decoder']}",
+        rows.append(ComparisonRow(run=str(run), label=_label(report),
                                   encoder=report["encoder_key"], decoder=report["decoder"],
                                   n_seeds=len(report["seeds"]), mean=part["mean"], sd=part["sd"]))
     labels = [r.label for r in rows]

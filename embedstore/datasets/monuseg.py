@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,21 +61,31 @@ def _load(image_path: Path, xml_path: Path) -> Arrays:
     return image, rasterise(read_regions(xml_path), image.shape[:2]), None
 
 
-def monuseg(data_dir: Path, tile_size: int = 256, stride: int | None = None, *, split: str = "test") -> TiledDataset:
-    """MoNuSeg images with their polygon annotations; every image in ``split``, group = source image."""
+def monuseg(data_dir: Path, tile_size: int = 256, stride: int | None = None, *, split: str = "test",
+            val_images: str | Sequence[str] = "") -> TiledDataset:
+    """MoNuSeg images with their polygon annotations; every image in ``split``, group = source image.
+
+    ``val_images`` lists image stems (TCGA ids; comma string or list) held out as "val" whatever
+    ``split`` says, so one folder gives a train/val pair (``split=train``, ``val_images=<id>``).
+    """
     if split not in FOLD_SPLITS.values():
         raise EmbedstoreError(f"option split={split!r}: expected one of {list(FOLD_SPLITS.values())}")
     require_dir(data_dir, "MoNuSeg data")
+    held_out = [v.strip() for v in (val_images.split(",") if isinstance(val_images, str) else val_images) if v.strip()]
     images_dir = data_dir / "Tissue Images" if (data_dir / "Tissue Images").is_dir() else data_dir
     xml_dir = data_dir / "Annotations" if (data_dir / "Annotations").is_dir() else data_dir
     images = list_files(images_dir, (".tif", ".tiff", ".png"))
     if not images:
         raise EmbedstoreError(f"no .tif images in {images_dir}")
+    unknown = sorted(set(held_out) - set(images))
+    if unknown:
+        raise EmbedstoreError(f"option val_images names {unknown}, which are not images of {images_dir}")
     sources = []
     for stem, path in images.items():
         xml = xml_dir / f"{stem}.xml"
         if not xml.is_file():
             raise EmbedstoreError(f"missing MoNuSeg annotation file: {xml}")
         load = functools.partial(_load, path, xml)
-        sources.append(Source(stem, image_shape(path), split, stem, load, f"{path} and {xml}"))
+        sources.append(Source(stem, image_shape(path), "val" if stem in held_out else split, stem, load,
+                              f"{path} and {xml}"))
     return TiledDataset(INFO, sources, tile_size, stride)

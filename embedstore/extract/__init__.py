@@ -12,6 +12,7 @@ from typing import Any
 _EXPORTS = {
     "COMPUTE_DTYPES": "run", "ExtractReport": "run", "check_options": "run", "extract": "run",
     "group_attrs": "run", "prepare_group": "run",
+    "extract_on_cluster": "distributed",
     "default_store_path": "pipeline", "extract_into_store": "pipeline", "ingest_dataset": "pipeline",
 }
 __all__ = sorted(_EXPORTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +31,37 @@ def ingest_dataset(location: str | Path, dataset: str, *, data_dir: str | Path |
     return ingest(adapter, location, tile_size=tile_size, options=signature, show_progress=show_progress)
 
 
+def check_cluster_options(workers: int | None, scheduler: str | None) -> None:
+    """Refuse bad ``--workers`` / ``--scheduler`` values, and both at once, before any work starts."""
+    if workers is not None and scheduler is not None:
+        raise EmbedstoreError("give --workers (start a local dask cluster) or --scheduler (use a running one), "
+                              "not both")
+    if workers is not None and workers < 1:
+        raise EmbedstoreError(f"--workers {workers}: must be >= 1")
+    if scheduler is not None and "://" not in scheduler:
+        raise EmbedstoreError(f"--scheduler {scheduler}: expected an address such as tcp://HOST:8786")
+    if workers is not None or scheduler is not None:
+        if importlib.util.find_spec("distributed") is None:
+            raise EmbedstoreError("--workers / --scheduler need dask.distributed: pip install distributed")
+
+
 def extract_into_store(location: str | Path, encoder: str, *, dataset: str | None = None,
                        data_dir: str | Path | None = None, options: dict[str, Any] | None = None,
                        tile_size: int = 256, stride: int | None = None, weights: str = "hub", seed: int = 0,
                        batch_size: int = 16, device: str = "auto", dtype: str = "auto", views: int = 1,
-                       overwrite: bool = False, show_progress: bool = True) -> ExtractReport:
+                       overwrite: bool = False, show_progress: bool = True, workers: int | None = None,
+                       scheduler: str | None = None) -> ExtractReport:
     """Ingest ``dataset`` if needed, then write ``encoder``'s levels for every uncommitted tile.
 
     One process writes a store at a time (:func:`embedstore.store.lock.store_lock`): a second one is
-    refused in one line, before any work.
+    refused in one line, before any work. ``workers`` (a local dask cluster of that many processes) or
+    ``scheduler`` (``tcp://HOST:PORT`` of a running one) compute the features on a dask cluster
+    (:mod:`embedstore.extract.distributed`); ingest always runs here.
     """
     spec = get_spec(encoder)  # fail fast on an unknown encoder or option before any ingest work
-    check_options(views=views, batch_size=batch_size, device=device, dtype=dtype)
+    check_cluster_options(workers, scheduler)
+    # the workers of a remote cluster resolve the device themselves: it need not exist on this machine
+    check_options(views=views, batch_size=batch_size, device=device if scheduler is None else "cpu", dtype=dtype)
     if dataset is None and not Path(location).exists():
         raise EmbedstoreError(f"{location}: no such store; give --dataset to create it")
     with store_lock(location):
@@ -50,6 +70,12 @@ def extract_into_store(location: str | Path, encoder: str, *, dataset: str | Non
                                    stride=stride, show_progress=show_progress)
         else:
             store = open_store(location, mode="r+")
+        if workers is not None or scheduler is not None:
+            from embedstore.extract.distributed import extract_on_cluster
+
+            return extract_on_cluster(store, encoder, weights=str(weights), seed=seed, batch_size=batch_size,
+                                      device=device, dtype=dtype, views=views, overwrite=overwrite,
+                                      workers=workers, scheduler=scheduler, show_progress=show_progress)
         model = build_encoder(spec, weights, seed=seed, device=resolve_device(device))
         return extract(store, model, batch_size=batch_size, device=device, dtype=dtype, views=views,
                        overwrite=overwrite, show_progress=show_progress)

@@ -59,6 +59,8 @@ class ExtractReport:
     tiles_written: int = 0
     seconds: float = 0.0
     encoder_seconds: float = 0.0
+    worker_peak_rss: dict[str, int] = field(default_factory=dict)
+    """Peak resident bytes of each worker process (distributed runs only), by worker name."""
 
     @property
     def tiles_per_s(self) -> float:
@@ -133,7 +135,7 @@ class _Block:
         self.n_items = (self.index.stop - self.index.start) * self.views
 
 
-def _views(images: np.ndarray, views: int) -> np.ndarray:
+def tile_views(images: np.ndarray, views: int) -> np.ndarray:
     """(T, S, S, 3) -> (T*V, S, S, 3), tile-major then view, view t = dihedral transform t."""
     if views == 1:
         return images
@@ -144,7 +146,7 @@ def _shard_images(store: Store, blocks: list[slice], views: int) -> Iterator[tup
     """Whole image shards with their views, in order: what the background reader decodes ahead."""
     images = store.group["images"]
     for block in blocks:
-        yield block, np.ascontiguousarray(_views(images[block], views))
+        yield block, np.ascontiguousarray(tile_views(images[block], views))
 
 
 def _batches(blocks: Iterator[tuple[_Block, np.ndarray]], batch_size: int
@@ -184,10 +186,25 @@ def _to_storage(level: torch.Tensor, np_dtype: np.dtype) -> np.ndarray:
     return level.cpu().numpy()
 
 
-def _write(group: zarr.Group, block: _Block) -> None:
-    for k, level in enumerate(block.levels):
-        group[f"level_{k}"][block.index] = level
-    group["done"][block.index] = True  # the commit marker, written after the data
+def encode_batch(encoder: FrozenEncoder, batch: np.ndarray, dev: torch.device, dtype: str,
+                 np_dtype: np.dtype) -> list[np.ndarray]:
+    """The one forward pass of extraction: (B, S, S, 3) uint8 -> four (B, C_k, h_k, w_k) host arrays in
+    the storage dtype, in inference mode and autocast to ``dtype`` (a resolved compute dtype) off fp32."""
+    x = torch.from_numpy(batch)
+    if dev.type == "cuda":
+        x = x.pin_memory().to(dev, non_blocking=True)
+    compute = COMPUTE_DTYPES[dtype]
+    with torch.inference_mode():
+        with torch.autocast(dev.type, dtype=compute, enabled=compute != torch.float32):
+            outs = encoder(x)
+        return [_to_storage(out, np_dtype) for out in outs]
+
+
+def write_block(group: zarr.Group, index: slice, levels: list[np.ndarray]) -> None:
+    """Write one shard's four (T, V, C, h, w) levels, then its ``done`` chunk: the commit marker."""
+    for k, level in enumerate(levels):
+        group[f"level_{k}"][index] = level
+    group["done"][index] = True  # the commit marker, written after the data
 
 
 def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, device: str = "auto",
@@ -217,12 +234,10 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
     report = ExtractReport(key=key, tiles_total=store.n_samples,
                            tiles_skipped=store.n_samples - sum(b.stop - b.start for b in pending))
     if not pending:
-        _write_manifest_once(store, key)
+        write_manifest_once(store, key)
         return report
     shapes = [tuple(s) for s in attrs["level_shapes"]]
     np_dtype = np.dtype(attrs["storage_dtype"])
-    compute = COMPUTE_DTYPES[dtype]
-    autocast = compute != torch.float32
     start = time.perf_counter()
 
     def shard_stream(shards: Iterator[tuple[slice, np.ndarray]]) -> Iterator[tuple[_Block, np.ndarray]]:
@@ -238,13 +253,7 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
         advance(report.tiles_skipped)
         for parts, batch in _batches(shard_stream(shards), batch_size):
             t0 = time.perf_counter()
-            x = torch.from_numpy(batch)
-            if dev.type == "cuda":
-                x = x.pin_memory().to(dev, non_blocking=True)
-            with torch.inference_mode():
-                with torch.autocast(dev.type, dtype=compute, enabled=autocast):
-                    outs = encoder(x)
-                arrays = [_to_storage(out, np_dtype) for out in outs]
+            arrays = encode_batch(encoder, batch, dev, dtype, np_dtype)
             report.encoder_seconds += time.perf_counter() - t0
             offset = 0
             for block, first, count in parts:
@@ -254,7 +263,7 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
                 offset += count
                 block.filled += count
                 if block.filled == block.n_items:
-                    in_flight.append(pool.submit(_write, group, block))
+                    in_flight.append(pool.submit(write_block, group, block.index, block.levels))
                     report.tiles_written += block.index.stop - block.index.start
                     advance(block.index.stop - block.index.start)
             while in_flight and (in_flight[0].done() or len(in_flight) > 2 * writers):
@@ -267,7 +276,7 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
     return report
 
 
-def _write_manifest_once(store: Store, key: str) -> None:
+def write_manifest_once(store: Store, key: str) -> None:
     """Write a complete group's manifest if a run that committed the last tile was killed before it."""
     if MANIFEST not in store.group[f"features/{key}"]:
         write_manifest(store.location, f"features/{key}")

@@ -39,6 +39,9 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *names: str) -> N
         (["train", "--store", "x.zarr", "--ram-cache", "sometimes"], ["--ram-cache", "sometimes"]),
         (["train", "--store", "x.zarr", "--decoder", "huge"], ["--decoder", "huge"]),
         (["train", "--store", "x.zarr", "--msge-maps", "none"], ["--msge-maps", "none"]),
+        (["train", "--store", "x.zarr", "--levels", "3,2"], ["--levels", "3,2"]),
+        (["train", "--store", "x.zarr", "--variant", "levels=2:width=9"], ["--variant", "width=9"]),
+        (["train", "--store", "x.zarr", "--variant", "levels=2", "--levels", "3"], ["--levels", "--variant"]),
         (["extract", "--encoder", "tiny-vit", "--dataset", "synthetic", "--dtype", "fp8"], ["--dtype", "fp8"]),
         (["bench", "train", "--decoder", "huge"], ["--decoder", "huge"]),
     ],
@@ -86,6 +89,25 @@ def test_train_writes_a_run_with_the_chosen_loss_options(synthetic_store: Path, 
     assert (run / "seed_1" / "best.safetensors").is_file()
     assert "trainable parameters" in result.stdout
 
+
+
+def test_train_variants_write_one_run_folder_each(synthetic_store: Path, tmp_path: Path) -> None:
+    result = embed("train", "--store", str(synthetic_store), "--epochs", "1", "--quiet", "--out", str(tmp_path),
+                   "--variant", "levels=3", "--variant", "levels=none:decoder=cisca:name=floor")
+    assert result.returncode == 0, result.stderr
+    levels = {name: json.loads((tmp_path / name / "config.json").read_text())["decoder"]
+              for name in ("lite-L3", "floor")}
+    assert (levels["lite-L3"]["levels"], levels["floor"]["levels"], levels["floor"]["preset"]) == ([3], [], "cisca")
+    assert "variant lite-L3 (decoder lite)" in result.stdout and "variant floor (decoder cisca)" in result.stdout
+    assert (tmp_path / "floor" / "seed_0" / "best.safetensors").is_file()
+
+
+def test_train_levels_none_trains_the_no_encoder_baseline(synthetic_store: Path, tmp_path: Path) -> None:
+    result = embed("train", "--store", str(synthetic_store), "--levels", "none", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    full = embed("train", "--store", str(synthetic_store), "--dry-run")
+    count = [int(r.stdout.split(":")[1].split()[0].replace(",", "")) for r in (result, full)]
+    assert 0 < count[0] < count[1]
 
 def test_help_lists_the_choices_of_every_choice_option() -> None:
     train = embed("train", "--help")

@@ -439,6 +439,25 @@ def test_real_monuseg_tiles_cover_every_annotated_region(real_data: Path, images
     assert {name: len(ids) for name, ids in seen.items()} == {n: expected[n] for n in seen}
 
 
+
+def test_real_monuseg_val_images_holds_the_named_image_out_as_val(real_data: Path) -> None:
+    root = real_data / "monuseg"
+    held = sorted(p.stem for p in root.glob("*.xml"))[1]
+    ds = get_dataset("monuseg", root, split="train", val_images=held)
+    splits = {s.id: s.split for s in ds.sources}
+    assert splits.pop(held) == "val"
+    assert len(splits) == 9 and set(splits.values()) == {"train"}
+    tiles = [ds.tile(i) for i in range(16, 33)]  # image 1's 16 tiles and the first of image 2
+    assert [(t.source, t.split) for t in tiles[:16]] == [(held, "val")] * 16
+    assert tiles[16].split == "train" and all(t.instance.max() > 0 for t in tiles)
+
+
+def test_monuseg_val_images_naming_no_image_is_an_error(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "img.tif", np.zeros((40, 40, 3), np.uint8))
+    (tmp_path / "img.xml").write_text(XML_HEAD + XML_TAIL)
+    with pytest.raises(EmbedstoreError, match="TCGA-none"):
+        get_dataset("monuseg", tmp_path, tile_size=40, val_images="img,TCGA-none")
+
 # ----------------------------------------------------------------------------------------------- folder on real samples
 def test_real_nucls_loads_through_folder_with_pickled_label_dicts(real_data: Path) -> None:
     root = real_data / "nucls" / "test"

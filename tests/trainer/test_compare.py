@@ -78,3 +78,15 @@ def test_unevaluated_runs_and_empty_folders_are_user_errors(runs: Path, tmp_path
         compare(tmp_path / "missing")
     with pytest.raises(EmbedstoreError, match="no 'image' results"):
         compare(runs, level="image")
+
+
+def test_runs_that_read_fewer_levels_are_labelled_by_their_levels(runs: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "runs"
+    shutil.copytree(runs, folder)
+    for name, levels in (("a_lite", []), ("b_cisca", [2, 3])):
+        path = folder / name / "eval_test" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["levels"] = levels
+        path.write_text(json.dumps(metrics))
+    table = compare(folder, out=tmp_path)
+    assert [r.label for r in table.rows] == ["tiny-vit x lite none", "tiny-vit x cisca L23"]

@@ -57,7 +57,9 @@ class Loader:
     store : an opened store or its location (opened read-only).
     split : split name in ``samples/split`` (train / val / test).
     encoder_key : feature group; None takes the only one.
-    levels : ascending subset of 0..3 to read (the decoder's ``cfg.levels``).
+    levels : ascending subset of 0..3 to read (the decoder's ``cfg.levels``, or the union of several
+        decoders'); ``()`` reads no level array, only images and labels (the no-encoder baseline), from
+        the tiles the feature group has committed, so a baseline sees the same tiles as its encoder.
     batch_size : tiles per batch; the last batch of an epoch may be smaller unless ``drop_last``.
     shuffle : shard-shuffle the order every epoch (else store order).
     augment : draw a random cached view per tile and epoch (only when the group has 8 views).
@@ -83,8 +85,8 @@ class Loader:
             raise EmbedstoreError(f"--batch-size {batch_size}: must be >= 1")
         if ram_cache not in get_args(RamCache):
             raise EmbedstoreError(f"--ram-cache {ram_cache}: expected auto, on or off")
-        if not levels or list(levels) != sorted(set(levels)) or not set(levels) <= {0, 1, 2, 3}:
-            raise EmbedstoreError(f"levels {levels}: must be a non-empty ascending subset of 0..3")
+        if list(levels) != sorted(set(levels)) or not set(levels) <= {0, 1, 2, 3}:
+            raise EmbedstoreError(f"levels {levels}: must be an ascending subset of 0..3 (empty: none)")
         self.key = resolve_feature_key(self.store, encoder_key)
         self.group: zarr.Group = self.store.features(self.key)
         if "labels" not in self.store.group or "instance" not in self.store.group["labels"]:
@@ -152,8 +154,8 @@ class Loader:
 
     def tile_bytes(self, views: int) -> int:
         """RAM of one tile with ``views`` views of the used levels, its image and its targets."""
-        return tile_bytes(level_sizes=[int(np.prod(self.level_shapes[k])) for k in self.levels],
-                          itemsize=np.dtype(self.group[f"level_{self.levels[0]}"].dtype).itemsize,
+        itemsize = np.dtype(self.group[f"level_{self.levels[0]}"].dtype).itemsize if self.levels else 0
+        return tile_bytes(level_sizes=[int(np.prod(self.level_shapes[k])) for k in self.levels], itemsize=itemsize,
                           views=views, tile_size=self.tile_size, has_types=self.has_types)
 
     # --- epochs ----------------------------------------------------------------------------------------

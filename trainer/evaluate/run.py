@@ -203,6 +203,7 @@ def evaluate(run: str | Path, *, store: str | Path | None = None, split: str = "
     report: dict[str, Any] = {
         "run": str(Path(run).resolve()), "store": setup.store.location, "split": split,
         "encoder_key": setup.loaded.encoder_key, "decoder": setup.loaded.models[0].cfg.preset,
+        "levels": list(setup.loaded.levels),
         "dataset": {k: setup.dataset.get(k) for k in ("name", "magnification", "um_per_px", "classes")},
         "seeds": list(chosen_seeds), "n_tiles": int(tiles.size), "missing_tiles": missing,
         "postprocess": {"variant": postprocess, "params": asdict(params),

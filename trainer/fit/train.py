@@ -25,6 +25,11 @@ The run folder (``out``, laid out by :class:`~embedstore.trainer.run_folder.RunD
 :class:`~embedstore.trainer.run_folder.RunConfig`, the metrics log (one row per epoch and seed: train/val
 loss terms, val direction MAE on cell pixels, val 3-class accuracy, lr, tiles/s), the training curves and
 per seed the best and last checkpoints with the training state.
+
+Decoder variants (:func:`train_variants`) extend the one read per batch to several decoder designs:
+variants that differ in the levels they read or in preset train together, every one with every seed, the
+loader reading the union of their levels; each variant gets its own run folder ``<out>/<variant name>/``.
+As with seeds, a variant trained with others gets the weights it gets alone.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from embedstore.trainer.fit.run_control import deterministic_algorithms, sigint_
 from embedstore.trainer.fit.seed_state import Position, SeedState, build_seed, restore_seeds
 from embedstore.trainer.fit.step import train_step
 from embedstore.trainer.fit.validate import validate
+from embedstore.trainer.fit.variants import Variant, check_variants, default_name, pick_levels, union_levels
 from embedstore.trainer.model.decoder import DecoderConfig, build_decoder, count_parameters
 from embedstore.trainer.model.presets import DecoderPreset
 from embedstore.trainer.run_folder import RunConfig, RunDir
@@ -77,7 +83,8 @@ class SeedResult:
 
 @dataclass
 class TrainReport:
-    """What ``train`` did: per-seed results, sizes and speed; ``dry_run`` reports only parameter counts."""
+    """What ``train`` did for one variant: per-seed results, sizes and speed (``seconds`` and ``tiles_per_s``
+    are the whole pass's, shared by the variants trained together); ``dry_run`` reports only parameter counts."""
 
     run_dir: Path | None
     parameters: int
@@ -90,6 +97,7 @@ class TrainReport:
     seconds: float = 0.0
     tiles_per_s: float = 0.0
     dry_run: bool = False
+    variant: str = ""
 
 
 def train(store_path: str | Path, out: str | Path = "runs/train", *, encoder_key: str | None = None,
@@ -105,7 +113,8 @@ def train(store_path: str | Path, out: str | Path = "runs/train", *, encoder_key
     store_path : store location (opened read-only).
     out : run folder; must not hold a run unless ``resume``.
     encoder_key : feature group (encoder name); None takes the store's only group.
-    decoder, levels : decoder preset ("lite" / "cisca") and the levels it reads.
+    decoder, levels : decoder preset ("lite" / "cisca") and the levels it reads; ``()`` reads none (the
+        no-encoder baseline: RGB stem only, on the feature group's committed tiles, no level array read).
     seeds : one decoder per seed, all fed the same batches.
     epochs : maximum epochs (early stopping may end a seed sooner).
     data : splits, data seed, batch size, RAM cache (:class:`DataOptions`).
@@ -122,35 +131,82 @@ def train(store_path: str | Path, out: str | Path = "runs/train", *, encoder_key
     EmbedstoreError : bad store, encoder, split, options or an incompatible checkpoint.
     TrainInterrupted : on Ctrl-C, after saving the ``last`` checkpoint of every seed.
     """
+    variant = Variant(default_name(decoder, levels), decoder, tuple(int(k) for k in levels))
+    return _train(store_path, [(variant, RunDir(out))], RunDir(out), encoder_key=encoder_key, seeds=seeds,
+                  epochs=epochs, data=data, optimisation=optimisation, loss=loss, device=device, resume=resume,
+                  deterministic=deterministic, dry_run=dry_run, show_progress=show_progress, say=say)[0]
+
+
+def train_variants(store_path: str | Path, out: str | Path, variants: list[Variant], *,
+                   encoder_key: str | None = None, seeds: tuple[int, ...] = (0,), epochs: int = 100,
+                   data: DataOptions = DataOptions(), optimisation: Optimisation = Optimisation(),
+                   loss: LossOptions = LossOptions(), device: str = "auto", resume: bool = False,
+                   deterministic: bool | None = None, dry_run: bool = False, show_progress: bool = True,
+                   say: Callable[[str], object] | None = None) -> list[TrainReport]:
+    """:func:`train` for several decoder variants in one pass: one report per variant, in ``variants`` order.
+
+    Every batch is read once (the union of the variants' levels) and fed to every variant's decoder of
+    every seed; variant ``v`` writes its run folder to ``out/v.name`` (``--resume`` continues them all).
+    The other parameters are :func:`train`'s.
+    """
+    check_variants(variants)
+    runs = [(v, RunDir(Path(out) / v.name)) for v in variants]
+    return _train(store_path, runs, RunDir(out), encoder_key=encoder_key, seeds=seeds, epochs=epochs, data=data,
+                  optimisation=optimisation, loss=loss, device=device, resume=resume,
+                  deterministic=deterministic, dry_run=dry_run, show_progress=show_progress, say=say)
+
+
+@dataclass
+class _Member:
+    """One variant of a pass: its run folder, decoder config, report and seed states."""
+
+    run: RunDir
+    cfg: DecoderConfig
+    report: TrainReport
+    states: list[SeedState] = field(default_factory=list)
+
+
+def _train(store_path: str | Path, runs: list[tuple[Variant, RunDir]], out: RunDir, *, encoder_key: str | None,
+           seeds: tuple[int, ...], epochs: int, data: DataOptions, optimisation: Optimisation, loss: LossOptions,
+           device: str, resume: bool, deterministic: bool | None, dry_run: bool, show_progress: bool,
+           say: Callable[[str], object] | None) -> list[TrainReport]:
+    """The pass behind :func:`train` and :func:`train_variants`; ``out`` names the pass in messages."""
     if not seeds or len(set(seeds)) != len(seeds):
         raise EmbedstoreError(f"--seeds {list(seeds)}: give one or more distinct seeds")
     if epochs < 1:
         raise EmbedstoreError(f"--epochs {epochs}: must be >= 1")
     store = open_store(store_path, mode="r")
-    run = RunDir(out)
     if not dry_run:
-        _check_run_folder(run, resume)
+        for _, run in runs:
+            _check_run_folder(run, resume)
     dev = resolve_device(device)
-    train_data, val_data = _loaders(store, encoder_key, levels, data, dev, show_progress and not dry_run)
+    read = union_levels([v for v, _ in runs])
+    train_data, val_data = _loaders(store, encoder_key, read, data, dev, show_progress and not dry_run)
     if say is not None and not dry_run and (train_data.n_missing or val_data.n_missing):
         say(f"{store.location}: features/{train_data.key} is partly extracted: training on the committed tiles, "
             f"{train_data.n_missing} '{data.split_train}' and {val_data.n_missing} '{data.split_val}' tiles missing")
-    cfg = DecoderConfig(preset=decoder, level_dims=tuple(s[0] for s in train_data.level_shapes),
-                        level_grids=tuple(s[1] for s in train_data.level_shapes), n_types=train_data.n_types,
-                        tile_size=store.tile_size, levels=levels)
-    report = TrainReport(run_dir=None if dry_run else run.path, parameters=count_parameters(build_decoder(cfg)),
-                         decoder=cfg.to_dict(), train_tiles=train_data.n_tiles, val_tiles=val_data.n_tiles,
-                         missing_tiles=train_data.n_missing + val_data.n_missing, dry_run=dry_run)
+    members = []
+    for variant, run in runs:
+        cfg = DecoderConfig(preset=variant.preset, level_dims=tuple(s[0] for s in train_data.level_shapes),
+                            level_grids=tuple(s[1] for s in train_data.level_shapes), n_types=train_data.n_types,
+                            tile_size=store.tile_size, levels=variant.levels)
+        report = TrainReport(run_dir=None if dry_run else run.path, parameters=count_parameters(build_decoder(cfg)),
+                             decoder=cfg.to_dict(), train_tiles=train_data.n_tiles, val_tiles=val_data.n_tiles,
+                             missing_tiles=train_data.n_missing + val_data.n_missing, dry_run=dry_run,
+                             variant=variant.name)
+        members.append(_Member(run, cfg, report))
     if dry_run:
-        return report
+        return [m.report for m in members]
 
-    config = _run_config(store, train_data, val_data, cfg, seeds, epochs, data, optimisation, loss, dev)
-    _write_config(run, config, resume)
+    for m in members:
+        config = _run_config(store, train_data, val_data, m.cfg, seeds, epochs, data, optimisation, loss, dev)
+        _write_config(m.run, config, resume)
     with deterministic_algorithms(dev.type == "cpu" if deterministic is None else deterministic):
-        states = [build_seed(seed, cfg, run, dev, optimisation) for seed in seeds]
-        position = _restore(states, run) if resume else (0, 0)
-        _fit(states, train_data, val_data, loss, optimisation, run, position, epochs, dev, show_progress, report)
-    return report
+        for m in members:
+            m.states = [build_seed(seed, m.cfg, m.run, dev, optimisation) for seed in seeds]
+        position = _restore(members, out) if resume else (0, 0)
+        _fit(members, train_data, val_data, loss, optimisation, out, position, epochs, dev, show_progress)
+    return [m.report for m in members]
 
 
 # --- setup --------------------------------------------------------------------------------------------
@@ -199,30 +255,33 @@ def _write_config(run: RunDir, config: RunConfig, resume: bool) -> None:
     run.write_config(config)
 
 
-def _restore(states: list[SeedState], run: RunDir) -> Position:
+def _restore(members: list[_Member], out: RunDir) -> Position:
     """Continue from the seeds' common last checkpoint, dropping log rows of epochs it did not finish."""
-    epoch, done = restore_seeds(states, run)
-    MetricsLog(run).truncate(epoch)
+    epoch, done = restore_seeds([s for m in members for s in m.states], out)
+    for m in members:
+        MetricsLog(m.run).truncate(epoch)
     return epoch, done
 
 
 # --- the loop -----------------------------------------------------------------------------------------
 
 
-def _fit(states: list[SeedState], train_data: Loader, val_data: Loader, loss: LossOptions, hyper: Optimisation,
-         run: RunDir, position: Position, epochs: int, dev: torch.device, show_progress: bool,
-         report: TrainReport) -> None:
-    """The epoch loop from ``position`` = (epoch, batches done); fills ``report``."""
+def _fit(members: list[_Member], train_data: Loader, val_data: Loader, loss: LossOptions, hyper: Optimisation,
+         out: RunDir, position: Position, epochs: int, dev: torch.device, show_progress: bool) -> None:
+    """The epoch loop from ``position`` = (epoch, batches done); fills every member's report."""
     start_epoch, start_batch = position
-    log = MetricsLog(run)
+    states = [s for m in members for s in m.states]
+    logs = {m.run: MetricsLog(m.run) for m in members}
     status = {"text": ""}
     n_batches = len(train_data)
     total = max(0, (epochs - start_epoch) * train_data.n_tiles - start_batch * train_data.batch_size)
-    resume_hint = f"continue with --resume --out {run.path}"
+    last = members[0].run.checkpoint_pattern("last") if len(members) == 1 else str(out.path / "*" / "seed_*" /
+                                                                                   "last.safetensors")
+    resume_hint = f"continue with --resume --out {out.path}"
     t_run = time.perf_counter()
     seen = 0
     with sigint_flag() as interrupted, \
-            progress_bar(f"train {run.name}", total=total, unit="tiles", enabled=show_progress,
+            progress_bar(f"train {out.name}", total=total, unit="tiles", enabled=show_progress,
                          status=lambda: status["text"]) as advance:
         for epoch in range(start_epoch, epochs):
             active = [s for s in states if not s.stopped]
@@ -239,36 +298,40 @@ def _fit(states: list[SeedState], train_data: Loader, val_data: Loader, loss: Lo
             for b, batch in enumerate(train_data.epoch(epoch, start_batch=first), start=first):
                 batch = batch.to(dev)
                 for s in active:
+                    levels = pick_levels(train_data.levels, batch.levels, s.model.cfg.levels)
                     s.add_train_terms(len(batch), train_step(s.model, s.optimizer, batch, loss,
-                                                             clip_norm=hyper.clip_norm))
+                                                             clip_norm=hyper.clip_norm, levels=levels))
                 tiles += len(batch)
                 advance(len(batch))
                 status["text"] = f"epoch {epoch + 1}/{epochs} loss {active[0].train_mean('loss'):.4f}"
                 if interrupted["set"]:
                     _save_last(states, epoch, b + 1)
-                    _finish(states, run)
-                    raise TrainInterrupted(f"interrupted; saved {run.checkpoint_pattern('last')} at epoch "
-                                           f"{epoch + 1}, batch {b + 1}/{n_batches}; {resume_hint}")
+                    _finish(members)
+                    raise TrainInterrupted(f"interrupted; saved {last} at epoch {epoch + 1}, batch "
+                                           f"{b + 1}/{n_batches}; {resume_hint}")
             seconds = time.perf_counter() - t0
             seen += tiles
             vals = validate([s.model for s in active], val_data, loss, dev)
-            rows = []
+            rows: dict[RunDir, list[dict[str, Any]]] = {m.run: [] for m in members}
             for s, val in zip(active, vals):
-                rows.append(epoch_row(epoch, s.seed, s.train_means(), val, s.lr(), tiles, seconds))
+                rows[s.run].append(epoch_row(epoch, s.seed, s.train_means(), val, s.lr(), tiles, seconds))
                 s.end_epoch(epoch, val, hyper.stop_patience)
-            head = rows[0]
+            head = next(r[0] for r in rows.values() if r)
             status["text"] = (f"epoch {epoch + 1}/{epochs} val loss {head['val_loss']:.4f} "
                               f"dir MAE {head['val_direction_mae']:.3f} acc {head['val_accuracy']:.3f}")
-            log.append(rows)  # before the checkpoint: a resume drops rows of unfinished epochs
+            for run, logged in rows.items():  # before the checkpoint: a resume drops rows of unfinished epochs
+                if logged:
+                    logs[run].append(logged)
             _save_last(states, epoch + 1, 0)
             if interrupted["set"]:
-                _finish(states, run)
-                raise TrainInterrupted(f"interrupted; saved {run.checkpoint_pattern('last')} after epoch "
-                                       f"{epoch + 1}; {resume_hint}")
-    report.seconds = time.perf_counter() - t_run
-    report.tiles_per_s = seen / report.seconds if report.seconds else 0.0
-    report.epochs = max((int(r["epoch"]) + 1 for r in log.rows()), default=0)
-    report.seeds = _finish(states, run)
+                _finish(members)
+                raise TrainInterrupted(f"interrupted; saved {last} after epoch {epoch + 1}; {resume_hint}")
+    seconds = time.perf_counter() - t_run
+    for m, results in zip(members, _finish(members)):
+        m.report.seconds = seconds
+        m.report.tiles_per_s = seen / seconds if seconds else 0.0
+        m.report.epochs = max((int(r["epoch"]) + 1 for r in logs[m.run].rows()), default=0)
+        m.report.seeds = results
 
 
 def _save_last(states: list[SeedState], epoch: int, batches_done: int) -> None:
@@ -276,18 +339,21 @@ def _save_last(states: list[SeedState], epoch: int, batches_done: int) -> None:
         s.save_last(epoch, batches_done)
 
 
-def _finish(states: list[SeedState], run: RunDir) -> list[SeedResult]:
-    """Load each seed's best weights back, draw the curves and summarise."""
-    rows = MetricsLog(run).rows()
-    results = []
-    for s in states:
-        s.load_best()
-        results.append(SeedResult(
-            seed=s.seed, best_epoch=s.best_epoch, best_val_loss=s.best_val,
-            val_direction_mae=s.best_metrics.get("val_direction_mae", math.nan),
-            val_accuracy=s.best_metrics.get("val_accuracy", math.nan),
-            epochs_run=sum(int(r["seed"]) == s.seed for r in rows), stopped_early=s.stopped, best=s.best,
-            last=s.last))
-    if rows:
-        plot_curves(rows, run.curves)
-    return results
+def _finish(members: list[_Member]) -> list[list[SeedResult]]:
+    """Load each seed's best weights back, draw each variant's curves and summarise its seeds."""
+    summaries = []
+    for m in members:
+        rows = MetricsLog(m.run).rows()
+        results = []
+        for s in m.states:
+            s.load_best()
+            results.append(SeedResult(
+                seed=s.seed, best_epoch=s.best_epoch, best_val_loss=s.best_val,
+                val_direction_mae=s.best_metrics.get("val_direction_mae", math.nan),
+                val_accuracy=s.best_metrics.get("val_accuracy", math.nan),
+                epochs_run=sum(int(r["seed"]) == s.seed for r in rows), stopped_early=s.stopped, best=s.best,
+                last=s.last))
+        if rows:
+            plot_curves(rows, m.run.curves)
+        summaries.append(results)
+    return summaries

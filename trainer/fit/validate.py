@@ -10,6 +10,7 @@ from embedstore.trainer.data.loader import Loader
 from embedstore.trainer.fit.losses import contour_accuracy, direction_mae_on_cells
 from embedstore.trainer.fit.options import LossOptions
 from embedstore.trainer.fit.step import batch_loss
+from embedstore.trainer.fit.variants import pick_levels
 from embedstore.trainer.model.decoder import CellDecoder
 
 
@@ -18,7 +19,8 @@ def validate(models: list[CellDecoder], data: Loader, loss: LossOptions, dev: to
              ) -> list[dict[str, float]]:
     """Per model: validation loss terms (tile-weighted means), direction MAE on cell pixels, 3-class accuracy.
 
-    Each validation batch is read once and fed to every model. Returns one dict per model with
+    Each validation batch is read once and fed to every model, each given the levels it reads out of
+    the loader's (``data.levels`` must hold them all). Returns one dict per model with
     ``val_loss``, ``val_<term>``, ``val_direction_mae`` (NaN without cell pixels) and ``val_accuracy``;
     the models are left in train mode.
     """
@@ -33,7 +35,7 @@ def validate(models: list[CellDecoder], data: Loader, loss: LossOptions, dev: to
         n_cell = int(cells.sum())
         tiles, cell_px, px = tiles + n, cell_px + n_cell, px + batch.contour.numel()
         for model, acc in zip(models, sums):
-            out = model(batch.levels, batch.image)
+            out = model(pick_levels(data.levels, batch.levels, model.cfg.levels), batch.image)
             _, terms = batch_loss(out, batch, loss)
             for name, value in terms.items():
                 key = "loss" if name == "total" else name

@@ -143,7 +143,7 @@ def read_tiles(store: Store, encoder_key: str, levels: tuple[int, ...], index: n
 
     Returns
     -------
-    levels : list of (n, C_k, h_k, w_k) arrays in the storage dtype.
+    levels : list of (n, C_k, h_k, w_k) arrays in the storage dtype (empty for ``levels=()``).
     images : (n, S, S, 3) uint8.
     """
     index = np.asarray(index, dtype=np.int64)
@@ -151,8 +151,8 @@ def read_tiles(store: Store, encoder_key: str, levels: tuple[int, ...], index: n
         raise ValueError("read_tiles needs at least one tile index")
     if np.any(np.diff(index) <= 0):
         raise ValueError("read_tiles needs sorted, distinct tile indices")
-    group = store.features(encoder_key)
     ids = store.sample_ids
+    group = store.features(encoder_key) if levels else None  # the no-encoder baseline reads no feature array
     feats = [read_rows(group[f"level_{k}"], index, sample_ids=ids, finite=True)[:, 0] for k in levels]
     images = read_rows(store.group["images"], index, sample_ids=ids)
     return feats, images

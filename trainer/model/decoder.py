@@ -7,6 +7,9 @@ levels and a light full-resolution RGB stem (strides 1 and 2) as skips. Three he
 features: 3-class contour logits (boundary / body / background), 4 linear direction maps (h, v, tl, bl),
 and n_types + 1 cell-type logits (absent when ``n_types == 0``).
 
+No-encoder baseline. ``levels=()`` builds the same decoder without level branches: the path starts at
+the stem's stride 2, so the maps come from the RGB tile alone. It is the floor an encoder must beat.
+
 Scale plan (``level_scales``). A level's native stride is ``tile_size / grid``, rounded to the nearest
 power of two (ViT-14 at 252 px: 18x18 grid, stride 14.2 -> 16). Grids that are not exactly
 ``S / stride`` (18x18 for a 256 tile) are resized bilinearly to the rounded grid before anything else.
@@ -31,6 +34,8 @@ from embedstore.trainer.model.presets import PRESETS, DecoderWidths
 
 STRIDES = (1, 2, 4, 8, 16, 32)
 """Strides the decoder has widths for; index i of ``DecoderWidths.scale`` is stride ``2**i``."""
+STEM_STRIDE = 2
+"""Coarsest stride of the RGB stem: where the path starts when the decoder reads no levels."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,8 @@ class DecoderConfig:
     level_grids : side h (= w) of each level's grid for a ``tile_size`` tile.
     n_types : number of cell classes; 0 builds no type head.
     tile_size : tile side S in pixels.
-    levels : ascending subset of levels the decoder reads (the loader reads only these).
+    levels : ascending subset of levels the decoder reads (the loader reads only these); ``()`` reads
+        none (the RGB-only baseline).
     widths : channel widths; ``None`` takes ``PRESETS[preset]``.
     """
 
@@ -65,8 +71,8 @@ class DecoderConfig:
             raise EmbedstoreError(
                 f"level_dims {self.level_dims} and level_grids {self.level_grids} must each list 4 levels"
             )
-        if not self.levels or list(self.levels) != sorted(set(self.levels)) or not set(self.levels) <= {0, 1, 2, 3}:
-            raise EmbedstoreError(f"levels {self.levels} must be a non-empty ascending subset of 0..3")
+        if list(self.levels) != sorted(set(self.levels)) or not set(self.levels) <= {0, 1, 2, 3}:
+            raise EmbedstoreError(f"levels {self.levels} must be an ascending subset of 0..3 (empty: none)")
         if self.n_types < 0:
             raise EmbedstoreError(f"n_types must be >= 0, got {self.n_types}")
         if self.widths is None:
@@ -203,7 +209,7 @@ class CellDecoder(nn.Module):
             [_convs(3, w.stem[0], w.stage_convs), _convs(w.stem[0], w.stem[1], w.stage_convs, stride=2)]
         )
 
-        coarsest = max(self.targets)
+        coarsest = max(self.targets, default=STEM_STRIDE)
         self.path_strides = [s for s in STRIDES if s <= coarsest][::-1]  # coarse to fine, ends at 1
         stages, ups = {}, {}
         for s in self.path_strides:
@@ -272,7 +278,7 @@ class CellDecoder(nn.Module):
                     f"(level_dims from the store's feature attrs)"
                 )
         size = image.shape[-1]
-        multiple = max(b.native for b in self.branches)
+        multiple = max((b.native for b in self.branches), default=STEM_STRIDE)
         if image.ndim != 4 or image.shape[1] != 3 or image.shape[-2] != size or size % multiple:
             raise EmbedstoreError(
                 f"image has shape {tuple(image.shape)}; expected (B, 3, S, S) with S a multiple of {multiple}"

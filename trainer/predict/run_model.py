@@ -59,9 +59,11 @@ class RunModel:
         """
         images = torch.from_numpy(np.ascontiguousarray(tiles))
         device = self.decoder.device
-        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            levels = self.encoder(images)
-        used = [levels[k] for k in self.decoder.levels]
+        used: list[torch.Tensor] = []
+        if self.decoder.levels:  # the no-encoder baseline reads no level: the encoder does not run
+            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+                levels = self.encoder(images)
+            used = [levels[k] for k in self.decoder.levels]
         maps = predict_maps(self.decoder.models, used, tiles, device)[0]
         return np.stack([m.planes() for m in maps])
 

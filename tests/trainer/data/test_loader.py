@@ -77,6 +77,22 @@ def test_a_batch_equals_the_stored_arrays_and_the_targets_of_its_labels(store_pa
         np.testing.assert_array_equal(batch.types[row].numpy(), expected.types)
 
 
+
+@pytest.mark.parametrize("ram_cache", ["on", "off"])
+def test_no_levels_reads_images_and_targets_without_any_level_array(store_path: Path, tmp_path: Path,
+                                                                   ram_cache: str) -> None:
+    full = next(Loader(store_path, "train", shuffle=False, ram_cache="off").epoch(0))
+    bare = tmp_path / "bare.zarr"
+    shutil.copytree(store_path, bare)
+    key = open_store(bare).feature_keys()[0]
+    for k in range(4):
+        shutil.rmtree(bare / "features" / key / f"level_{k}")
+    loader = Loader(bare, "train", levels=(), shuffle=False, ram_cache=ram_cache)
+    batch = next(loader.epoch(0))
+    assert batch.levels == [] and loader.n_tiles == 24
+    assert torch.equal(batch.image, full.image) and torch.equal(batch.directions, full.directions)
+    assert np.array_equal(batch.tiles, full.tiles)
+
 def test_a_level_subset_reads_only_the_requested_levels(store_path: Path) -> None:
     full = next(Loader(store_path, "train", shuffle=False, ram_cache="off").epoch(0))
     subset = next(Loader(store_path, "train", levels=(1, 3), shuffle=False, ram_cache="off").epoch(0))

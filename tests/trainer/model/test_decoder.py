@@ -161,6 +161,25 @@ def test_unsorted_levels_are_refused():
         DecoderConfig("lite", *FAMILIES["vit16"], 0, levels=(2, 1))
 
 
+
+def test_the_no_encoder_baseline_decodes_the_rgb_tile_alone():
+    cfg = _small(levels=())
+    model = build_decoder(cfg)
+    assert len(model.branches) == 0 and model.path_strides == [2, 1]
+    _, image = _inputs(cfg, batch=2)
+    out = model([], image)
+    assert out["contour"].shape == (2, 3, 64, 64) and out["types"].shape == (2, 4, 64, 64)
+    out["directions"].abs().mean().backward()
+    assert all(p.grad is not None for p in model.stem.parameters())
+    assert count_parameters(model) < count_parameters(build_decoder(_small()))
+    assert DecoderConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_the_no_encoder_baseline_refuses_level_tensors():
+    levels, image = _inputs(_small(levels=(3,)))
+    with pytest.raises(EmbedstoreError, match="levels"):
+        build_decoder(_small(levels=()))(levels, image)
+
 def test_count_parameters_counts_only_trainable_ones():
     model = build_decoder(_small())
     total = sum(p.numel() for p in model.parameters())
