@@ -12,6 +12,7 @@ from rich.table import Table
 from embedstore.cli.bench_cmd import bench_app
 from embedstore.cli.evaluate_cmd import compare_command, evaluate_command
 from embedstore.cli.predict_cmd import predict_command
+from embedstore.cli.probe_cmd import cells_command, probe_command
 from embedstore.cli.store_cmd import (
     CacheDir,
     info_command,
@@ -231,6 +232,8 @@ def demo(
 app.command("evaluate")(evaluate_command)
 app.command("compare")(compare_command)
 app.command("predict")(predict_command)
+app.command("cells")(cells_command)
+app.command("probe")(probe_command)
 app.command("pack")(pack_command)
 app.command("unpack")(unpack_command)
 app.command("push")(push_command)

@@ -147,3 +147,21 @@ def bench_io_cmd(
                       f"{r['read_first_mb_s']:.0f}, {r['read_again_mb_s']:.0f}",
                       f"{r['stored_bytes_per_tile'] / r['raw_bytes_per_tile']:.2f}")
     console.print(table)
+
+
+@bench_app.command("memory")
+def bench_memory_cmd(
+    encoder: Annotated[str, typer.Option(help="Encoder (random weights).")] = "vit-b-22k",
+    base_tiles: Annotated[int, typer.Option(help="Tiles of the smallest store (then 2x and 4x).")] = 32,
+    tile_size: Annotated[int, typer.Option(help="Tile side in pixels.")] = 128,
+) -> None:
+    """Peak RSS of `embed train` with the RAM cache off on stores of 1x, 2x and 4x the tiles (goal: flat within 10%)."""
+    from embedstore.trainer.bench.memory import bench_memory
+
+    rows = bench_memory(encoder, base_tiles=base_tiles, tile_size=tile_size)
+    table = Table("store", "tiles", "peak RSS MiB", "x smallest")
+    for r in rows:
+        table.add_row(f"{r['scale']}x", str(r["tiles"]), f"{r['peak_rss_bytes'] / 2**20:.0f}", f"{r['ratio']:.3f}")
+    console.print(table)
+    worst = max(r["ratio"] for r in rows)
+    console.print(f"goal flat within 10%: {'ok' if worst <= 1.10 else 'missed'} (largest ratio {worst:.3f})")
