@@ -39,13 +39,12 @@ from embedstore.extract.run import (
     ExtractReport,
     encode_batch,
     group_attrs,
-    prepare_group,
+    open_pending,
     tile_views,
     write_block,
-    write_manifest_once,
 )
 from embedstore.progress import progress_bar
-from embedstore.store import Store, feature_key, open_store
+from embedstore.store import Store, open_store
 from embedstore.store.digest import write_manifest
 
 PLUGIN = "embedstore-encoder"
@@ -229,14 +228,9 @@ def _run_blocks(client: Client, plugin: str, store: Store, location: str, *, vie
                 batch_size: int, overwrite: bool, show_progress: bool) -> ExtractReport:
     """Create the group from a worker's attributes, run every uncommitted block, write the manifest."""
     attrs = client.submit(worker_group_attrs, plugin, store.tile_size, views, dtype, pure=False).result()
-    key = feature_key(attrs["encoder"]["key"])
-    group = prepare_group(store, key, attrs, overwrite)
-    done = np.asarray(group["done"][:]).all(axis=1)
-    pending = [b for b in store.blocks() if not done[b].all()]
-    report = ExtractReport(key=key, tiles_total=store.n_samples,
-                           tiles_skipped=store.n_samples - sum(b.stop - b.start for b in pending))
+    group, pending, report = open_pending(store, attrs, overwrite)
+    key = report.key
     if not pending:
-        write_manifest_once(store, key)
         return report
     start = time.perf_counter()
     futures = {client.submit(extract_block, plugin, location, key, b, batch_size=batch_size, dtype=dtype,

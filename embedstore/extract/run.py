@@ -95,6 +95,21 @@ def group_attrs(encoder: FrozenEncoder, tile_size: int, views: int, dtype: str, 
 _IDENTITY_FIELDS = ("encoder", "fingerprint", "tile_size", "views", "storage_dtype", "level_shapes")
 
 
+def open_pending(store: Store, attrs: dict[str, Any], overwrite: bool) -> tuple[zarr.Group, list[slice], ExtractReport]:
+    """The feature group of ``attrs`` (created or reopened, see :func:`prepare_group`), its uncommitted
+    blocks, and a report that counts the committed tiles. With nothing left to do, a group that a killed run
+    left without its manifest gets it here."""
+    key = feature_key(attrs["encoder"]["key"])
+    group = prepare_group(store, key, attrs, overwrite)
+    done = np.asarray(group["done"][:]).all(axis=1)
+    pending = [b for b in store.blocks() if not done[b].all()]
+    report = ExtractReport(key=key, tiles_total=store.n_samples,
+                           tiles_skipped=store.n_samples - sum(b.stop - b.start for b in pending))
+    if not pending:
+        write_manifest_once(store, key)
+    return group, pending, report
+
+
 def prepare_group(store: Store, key: str, attrs: dict[str, Any], overwrite: bool) -> zarr.Group:
     """Create the feature group, or reopen a compatible one; a different encoder/weights is refused."""
     n, t, v = store.n_samples, store.tiles_per_shard, attrs["views"]
@@ -226,15 +241,10 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
     stored = storage_dtype(dtype)
     dtype = resolve_dtype(dtype, dev)
     encoder = encoder.to(dev)
-    key = feature_key(encoder.spec.key)
     attrs = group_attrs(encoder, store.tile_size, views, dtype, stored)
-    group = prepare_group(store, key, attrs, overwrite)
-    done = np.asarray(group["done"][:]).all(axis=1)
-    pending = [b for b in store.blocks() if not done[b].all()]
-    report = ExtractReport(key=key, tiles_total=store.n_samples,
-                           tiles_skipped=store.n_samples - sum(b.stop - b.start for b in pending))
+    group, pending, report = open_pending(store, attrs, overwrite)
+    key = report.key
     if not pending:
-        write_manifest_once(store, key)
         return report
     shapes = [tuple(s) for s in attrs["level_shapes"]]
     np_dtype = np.dtype(attrs["storage_dtype"])
