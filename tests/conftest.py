@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,3 +36,22 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     extract_into_store(path, "tiny-vit", dataset="synthetic", options={"n": 24}, weights="random",
                        device="cpu", show_progress=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> Callable[[int], Path]:
+    """``tiny_store(n)``: a store of n synthetic 64 px H&E tiles (3 classes) with tiny-vit features (random
+    weights, seed 0), built once per n for the whole session. Read it only; copy it to damage it."""
+    from embedstore.extract.pipeline import extract_into_store
+
+    built: dict[int, Path] = {}
+
+    def make(n: int) -> Path:
+        if n not in built:
+            path = tmp_path_factory.mktemp(f"tiny{n}") / "s.zarr"
+            extract_into_store(path, "tiny-vit", dataset="synthetic", options={"n": n}, tile_size=64,
+                               weights="random", device="cpu", show_progress=False)
+            built[n] = path
+        return built[n]
+
+    return make

@@ -17,12 +17,9 @@ from embedstore.store.verify import verify_store
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pristine(tiny_store) -> Path:
     """32 synthetic 64 px tiles (two 16-tile shards) with tiny-vit features, schema 2, manifests written."""
-    path = tmp_path_factory.mktemp("verify") / "s.zarr"
-    extract_into_store(path, "tiny-vit", dataset="synthetic", options={"n": 32}, tile_size=64, weights="random",
-                       device="cpu", show_progress=False)
-    return path
+    return tiny_store(32)
 
 
 @pytest.fixture

@@ -15,14 +15,9 @@ import zarr
 
 
 @pytest.fixture(scope="session")
-def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_store(tiny_store) -> Path:
     """8 synthetic 64-px tiles with tiny-vit features (random weights): a real store, built once."""
-    from embedstore.extract.pipeline import extract_into_store
-
-    path = tmp_path_factory.mktemp("share") / "small.zarr"
-    extract_into_store(path, "tiny-vit", dataset="synthetic", options={"n": 8}, tile_size=64,
-                       weights="random", device="cpu", show_progress=False)
-    return path
+    return tiny_store(8)
 
 
 def _array_paths(group: zarr.Group) -> list[str]:

@@ -19,7 +19,6 @@ from embedstore.datasets.base import DatasetInfo, Tile
 from embedstore.encoders import build_encoder
 from embedstore.errors import EmbedstoreError
 from embedstore.extract import extract
-from embedstore.extract.pipeline import extract_into_store
 from embedstore.store import ingest
 from embedstore.trainer.model.checkpoint import load_decoder
 from embedstore.trainer.model.decoder import DecoderConfig, build_decoder, count_parameters
@@ -30,12 +29,9 @@ TIMING = ("tiles_per_s", "seconds")
 
 
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def store_path(tiny_store) -> Path:
     """10 synthetic H&E tiles of 64 px (6 train, 2 val) with tiny-vit features (random weights)."""
-    path = tmp_path_factory.mktemp("train") / "s.zarr"
-    extract_into_store(path, "tiny-vit", dataset="synthetic", options={"n": 10}, tile_size=64,
-                       weights="random", device="cpu", show_progress=False)
-    return path
+    return tiny_store(10)
 
 
 @dataclasses.dataclass

@@ -24,12 +24,9 @@ TIMING = ("tiles_per_s", "seconds")
 
 
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def store_path(tiny_store) -> Path:
     """10 synthetic H&E tiles of 64 px (6 train, 2 val) with tiny-vit features (random weights)."""
-    path = tmp_path_factory.mktemp("variants") / "s.zarr"
-    extract_into_store(path, "tiny-vit", dataset="synthetic", options={"n": 10}, tile_size=64,
-                       weights="random", device="cpu", show_progress=False)
-    return path
+    return tiny_store(10)
 
 
 def _same_weights(a: Path, b: Path) -> bool:

@@ -15,14 +15,9 @@ from embedstore.trainer.probe.cells import load_cells, pool_cell_tokens, save_ce
 
 
 @pytest.fixture(scope="module")
-def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def store_path(tiny_store) -> Path:
     """32 synthetic H&E tiles of 64 px (3 classes) with tiny-vit features (random weights)."""
-    from embedstore.extract.pipeline import extract_into_store
-
-    path = tmp_path_factory.mktemp("probe") / "synthetic.zarr"
-    extract_into_store(path, "tiny-vit", dataset="synthetic", options={"n": 32}, tile_size=64, weights="random",
-                       device="cpu", show_progress=False)
-    return path
+    return tiny_store(32)
 
 
 def test_token_overlap_splits_pixels_that_straddle_two_tokens() -> None:
