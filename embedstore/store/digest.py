@@ -37,26 +37,33 @@ def _array_roots(keys: list[str], metadata: dict[str, dict[str, Any]]) -> list[s
                   for k, meta in metadata.items() if meta.get("node_type") == "array")
 
 
-def _entries(location: str | Path) -> Iterator[tuple[str, bytes]]:
-    """(key, content) of every file of a store folder or zip, keys relative with '/'."""
+def _entries(location: str | Path, scope: str | None) -> Iterator[tuple[str, bytes]]:
+    """(key, content) of the files of a store folder or zip in ``scope`` (None: all), keys relative with '/'.
+
+    Only files of the scope are read: the manifest of one feature group never reads the other groups.
+    """
     path = Path(str(location))
     if path.is_dir():
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            yield file.relative_to(path).as_posix(), file.read_bytes()
+        root = path / scope if scope else path
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            key = file.relative_to(path).as_posix()
+            if scope is None or scope_of(key) == scope:
+                yield key, file.read_bytes()
     elif path.is_file() and path.suffix == ".zip":
         with zipfile.ZipFile(path) as zf:
             for info in sorted(zf.infolist(), key=lambda i: i.filename):
-                if not info.is_dir():
+                if not info.is_dir() and (scope is None or scope_of(info.filename) == scope):
                     yield info.filename, zf.read(info)
     else:
         raise EmbedstoreError(f"{location}: digests need a local store folder or .zip")
 
 
-def file_hashes(location: str | Path) -> dict[str, str]:
-    """sha256 hex of every file that belongs to an array of the store, by key (sorted)."""
+def file_hashes(location: str | Path, scope: str | None = None) -> dict[str, str]:
+    """sha256 hex of every file that belongs to an array of the store (or of one manifest ``scope``, see
+    :func:`scope_of`), by key (sorted)."""
     hashes: dict[str, str] = {}
     metadata: dict[str, dict[str, Any]] = {}
-    for key, content in _entries(location):
+    for key, content in _entries(location, scope):
         if key.endswith("zarr.json"):
             try:
                 metadata[key] = json.loads(content)
@@ -95,9 +102,7 @@ def scope_of(key: str) -> str:
 def compute_manifest(location: str | Path, scope: str | None = None) -> dict[str, Any]:
     """Manifest content of one scope ("" = images, labels, samples; ``features/<key>``), or the whole store
     (``scope=None``): per-file hashes, per-group digests and the digest ``sha256:<hex>``."""
-    hashes = file_hashes(location)
-    if scope is not None:
-        hashes = {k: h for k, h in hashes.items() if scope_of(k) == scope}
+    hashes = file_hashes(location, scope)
     return {
         "manifest_version": MANIFEST_VERSION,
         "digest": f"sha256:{combine(hashes)}",

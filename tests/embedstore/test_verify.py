@@ -140,3 +140,13 @@ def test_the_digest_identifies_the_content_not_the_copy(pristine: Path, tmp_path
     first, second = compute_manifest(pristine), compute_manifest(again)
     assert first["digest"] == second["digest"]
     assert first["groups"]["features/tiny-vit"] == second["groups"]["features/tiny-vit"]
+
+
+def test_a_scope_manifest_holds_exactly_that_scope_of_the_whole_store(pristine: Path) -> None:
+    from embedstore.store.digest import file_hashes, scope_of
+
+    every = file_hashes(pristine)
+    for scope in ("", "features/tiny-vit"):
+        manifest = compute_manifest(pristine, scope)
+        assert manifest["files"] == {k: h for k, h in every.items() if scope_of(k) == scope}
+        assert manifest["files"]
