@@ -113,8 +113,7 @@ def push_command(store: Annotated[Path, typer.Argument(help="Store folder to pub
     """Publish a store on the Hugging Face Hub as a few zip parts (within the Hub's file limits); needs HF_TOKEN."""
     from embedstore.share.hub import push, push_plan
 
-    console.print(push_plan(store, url).describe(), highlight=False)
-    _print_licences(str(store))
+    console.print(push_plan(store, url).describe(), highlight=False)  # ends with each group's licence notice
     push(store, url, private=private, dry_run=dry_run)
     console.print("dry run: nothing uploaded" if dry_run else f"pushed {store} to {url}")
 

@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import zarr
+
+from embedstore.encoders.licence import licence_notice
 from embedstore.errors import EmbedstoreError
 from embedstore.share.pack import (
     check_members,
@@ -40,6 +43,7 @@ from embedstore.share.pack import (
     write_zip,
 )
 from embedstore.share.errors import remote_error
+from embedstore.store.info import group_licence
 
 INDEX_NAME = "embedstore-index.json"
 LAYOUT_FORMAT = "embedstore-hub"
@@ -99,16 +103,14 @@ class PushPlan:
         return [self.address.repo_path(name) for name in names]
 
     def describe(self) -> str:
-        """The plan as text: one line per repo file, then the licence of each encoder group."""
+        """The plan as text: one line per repo file, then each encoder group's licence notice."""
         lines = [f"push {self.store_dir} -> hf://datasets/{self.address.repo_id}"
                  f"{'/' + self.address.path if self.address.path else ''} ({len(self.repo_files())} files)"]
         lines += [f"  {self.address.repo_path(INDEX_NAME)}"]
         lines += [f"  {self.address.repo_path(name)}" for name in self.root_files]
         lines += [f"  {self.address.repo_path(p.path)}  {p.unit}, {len(p.keys)} files, {p.bytes / 2**20:.1f} MiB"
                   for p in self.parts]
-        for key, info in sorted(self.licences.items()):
-            gated = ", gated" if info.get("gated") else ""
-            lines.append(f"  licence of features/{key}: {info.get('licence')}{gated}")
+        lines += [licence_notice(key, record) for key, record in sorted(self.licences.items())]
         return "\n".join(lines)
 
 
@@ -122,13 +124,9 @@ def _part_name(unit: str, index: int) -> str:
 
 
 def _licences(store_dir: Path, units: list[str]) -> dict[str, dict[str, Any]]:
-    notes = {}
-    for unit in units:
-        if unit.startswith("features/"):
-            attrs = json.loads((store_dir / unit / "zarr.json").read_text()).get("attributes", {})
-            encoder = attrs.get("encoder", {})
-            notes[unit.split("/", 1)[1]] = {k: encoder.get(k) for k in ("licence", "gated", "source")}
-    return notes
+    """Each feature group's licence record (:func:`embedstore.store.info.group_licence`), by group key."""
+    root = zarr.open_group(store_dir, mode="r")
+    return {unit.split("/", 1)[1]: group_licence(root[unit]) for unit in units if unit.startswith("features/")}
 
 
 def push_plan(store_dir: str | Path, url: str, *, part_bytes: int = DEFAULT_PART_BYTES) -> PushPlan:

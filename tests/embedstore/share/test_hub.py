@@ -59,10 +59,11 @@ def test_the_plan_puts_every_file_in_exactly_one_part_under_the_size_limit(small
     assert plan.root_files == ()
     assert plan.repo_files()[0] == INDEX_NAME
     assert all(name.startswith("data/") and name.endswith(".zip") for name in plan.repo_files()[1:])
-    assert plan.licences == {"tiny-vit": {"licence": "n/a (random weights only)", "gated": False,
-                                          "source": "random"}}
+    assert plan.licences == {"tiny-vit": {"licence": "n/a (random weights only)", "gated": False, "model_page": "",
+                                          "restricted": False}}
     text = plan.describe()
-    assert "data/features-tiny-vit-000.zip" in text and "licence of features/tiny-vit" in text
+    assert "data/features-tiny-vit-000.zip" in text
+    assert "features/tiny-vit: encoder weights licence n/a (random weights only)" in text
 
 
 def test_a_dry_run_plans_without_contacting_the_hub(small_store: Path, fake_hub) -> None:
