@@ -131,7 +131,7 @@ def prepare_group(store: Store, key: str, attrs: dict[str, Any], overwrite: bool
         group.create_array(f"level_{k}", shape=(n, v, c, h, w), dtype=attrs["storage_dtype"],
                            chunks=(1, v, c, h, w), shards=(t, v, c, h, w), compressors=CHUNK_CODECS,
                            fill_value=float("nan"))  # a missing chunk reads as NaN: refused by checked reads
-    group.create_array("done", shape=(n, v), dtype=bool, chunks=(t, v), fill_value=False)
+    group.create_array("done", shape=(n, v), dtype=bool, chunks=(t, v), fill_value=False, compressors=CHUNK_CODECS)
     group.attrs.update(attrs)
     return group
 

@@ -150,3 +150,14 @@ def test_a_scope_manifest_holds_exactly_that_scope_of_the_whole_store(pristine: 
         manifest = compute_manifest(pristine, scope)
         assert manifest["files"] == {k: h for k, h in every.items() if scope_of(k) == scope}
         assert manifest["files"]
+
+
+def test_every_array_of_a_fresh_store_checksums_its_chunks(pristine: Path) -> None:
+    """Markers and the sample table too: a flipped byte anywhere is refused, not only in pixels and features."""
+    group = zarr.open_group(pristine, mode="r")
+    arrays = dict(group.arrays()) | {p: a for p, a in group.members(max_depth=None) if isinstance(a, zarr.Array)}
+    assert {"features/tiny-vit/done", "samples/ingested", "samples/id", "images"} <= set(arrays)
+    for path, array in arrays.items():
+        codecs = [type(c).__name__ for c in array.metadata.codecs]
+        inner = [type(c).__name__ for c in getattr(array.metadata.codecs[0], "codecs", ())]
+        assert "Crc32cCodec" in codecs + inner, (path, codecs, inner)
