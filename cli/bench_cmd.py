@@ -135,7 +135,11 @@ def bench_io_cmd(
     channels: Annotated[int, typer.Option(help="Channels of the feature tile (768 = ViT-B).")] = 768,
     grid: Annotated[int, typer.Option(help="Token grid side (16 = 256 px at patch 16).")] = 16,
 ) -> None:
-    """Store write and read MB/s per codec for 1..N writer threads and processes (one writer per shard)."""
+    """Store write and read MB/s per codec for 1..N writer threads and processes (one writer per shard).
+
+    "x one writer" of the "fill check" row is the gain of extraction's write path (no fill-value check)
+    over zarr's default; writer processes encode with one zarr thread each (see docs/benchmarks.md).
+    """
     from embedstore.trainer.bench.io import bench_io
 
     rows = bench_io(n_tiles, shape=(channels, grid, grid), max_workers=workers)

@@ -8,6 +8,13 @@ Blosc zstd + crc32c, Blosc lz4 + crc32c, no compression + crc32c). The blocks ar
 whole shards. Each writer times its own writes; throughput is the bytes written over the slowest
 writer's time, so process start-up is not counted. Reads: every shard read back by one reader, the
 first time after the write ("first", files likely in the page cache) and once more ("again").
+
+Writes skip zarr's fill-value comparison of every inner chunk (``write_empty_chunks``), as extraction
+does (:func:`embedstore.extract.run.write_block`); one more single-thread row per codec ("fill check")
+writes with the comparison on, the write path before that change. A writer process encodes with one zarr
+thread (``threading.max_workers=1``): zarr's default pool lets a single process spread its encoding over
+every core, so on a small machine "2 processes" would otherwise measure two processes fighting for the
+cores one of them already used, not how writing scales with cores.
 """
 
 from __future__ import annotations
@@ -41,9 +48,16 @@ def _tiles(start: int, count: int, shape: tuple[int, ...]) -> np.ndarray:
     return (base + 0.5 * rng.standard_normal((count, 1, *shape))).astype(np.float16)
 
 
-def _write_blocks(path: str, blocks: list[int], n_tiles: int, shape: tuple[int, ...]) -> tuple[float, int]:
-    """Write whole shards ``blocks`` of the array at ``path``; (seconds spent writing, bytes written)."""
-    array = zarr.open_array(path, mode="r+")
+def _write_blocks(path: str, blocks: list[int], n_tiles: int, shape: tuple[int, ...], fill_check: bool = False,
+                  zarr_threads: int | None = None) -> tuple[float, int]:
+    """Write whole shards ``blocks`` of the array at ``path``; (seconds spent writing, bytes written).
+
+    ``fill_check``: compare each inner chunk with the fill value before writing (zarr's default);
+    ``zarr_threads``: cap zarr's encoding pool in this process (set before its first use: a fresh process).
+    """
+    if zarr_threads is not None:
+        zarr.config.set({"threading.max_workers": zarr_threads})
+    array = zarr.open_array(path, mode="r+").with_config({"write_empty_chunks": not fill_check})
     data = {b: _tiles(b * TILES_PER_SHARD, min(TILES_PER_SHARD, n_tiles - b * TILES_PER_SHARD), shape)
             for b in blocks}  # made before the clock starts: only the write is timed
     start = time.perf_counter()
@@ -58,17 +72,19 @@ def _create(path: Path, n_tiles: int, shape: tuple[int, ...], codecs: tuple[Any,
 
 
 def _write(path: Path, n_tiles: int, shape: tuple[int, ...], writers: int, kind: str) -> tuple[float, int]:
-    """(seconds of the slowest writer, bytes) for ``writers`` threads or processes sharing the blocks."""
+    """(seconds of the slowest writer, bytes) for ``writers`` threads or processes sharing the blocks
+    (``kind`` "threads", "processes" or "fill check": one thread with zarr's fill-value comparison on)."""
     n_blocks = -(-n_tiles // TILES_PER_SHARD)
     deals = [list(range(w, n_blocks, writers)) for w in range(writers)]
-    if kind == "threads":
+    if kind != "processes":
+        check = kind == "fill check"
         with ThreadPoolExecutor(max_workers=writers) as pool:
-            results = list(pool.map(lambda blocks: _write_blocks(str(path), blocks, n_tiles, shape), deals))
+            results = list(pool.map(lambda blocks: _write_blocks(str(path), blocks, n_tiles, shape, check), deals))
     else:
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=writers, mp_context=context) as pool:
             results = list(pool.map(_write_blocks, [str(path)] * writers, deals, [n_tiles] * writers,
-                                    [shape] * writers))
+                                    [shape] * writers, [False] * writers, [1] * writers))
     return max(s for s, _ in results), sum(b for _, b in results)
 
 
@@ -81,9 +97,10 @@ def _read_seconds(path: Path) -> float:
 
 
 def bench_io(n_tiles: int = 64, *, shape: tuple[int, int, int] = (768, 16, 16), max_workers: int = 2,
-             codecs: tuple[str, ...] = tuple(CODECS), kinds: tuple[str, ...] = ("threads", "processes"),
+             codecs: tuple[str, ...] = tuple(CODECS), kinds: tuple[str, ...] = ("fill check", "threads", "processes"),
              workdir: str | Path | None = None) -> list[dict[str, Any]]:
-    """One row per (codec, kind, writers): write MB/s and tiles/s, speed-up over one writer, read MB/s, bytes/tile."""
+    """One row per (codec, kind, writers): write MB/s and tiles/s, speed-up over one writer of that kind
+    (for "fill check": the one-thread write without the check over the one with it), read MB/s, bytes/tile."""
     unknown = [c for c in codecs if c not in CODECS]
     if unknown or n_tiles < 1 or max_workers < 1:
         raise EmbedstoreError(f"bench io: codecs must be among {', '.join(CODECS)}, n_tiles and workers >= 1")
@@ -93,7 +110,7 @@ def bench_io(n_tiles: int = 64, *, shape: tuple[int, int, int] = (768, 16, 16), 
         for codec in codecs:
             for kind in kinds:
                 single = None
-                for writers in range(1, max_workers + 1):
+                for writers in range(1, (1 if kind == "fill check" else max_workers) + 1):
                     path = root / f"{codec}-{kind}-{writers}.zarr"
                     _create(path, n_tiles, shape, CODECS[codec])
                     seconds, nbytes = _write(path, n_tiles, shape, writers, kind)
@@ -105,4 +122,13 @@ def bench_io(n_tiles: int = 64, *, shape: tuple[int, int, int] = (768, 16, 16), 
                                  "write_tiles_per_s": n_tiles / seconds, "speedup": mb_s / single,
                                  "read_first_mb_s": nbytes / first / 1e6, "read_again_mb_s": nbytes / again / 1e6,
                                  "stored_bytes_per_tile": stored / n_tiles, "raw_bytes_per_tile": nbytes / n_tiles})
+            _fill_check_ratio([r for r in rows if r["codec"] == codec])
     return rows
+
+
+def _fill_check_ratio(rows: list[dict[str, Any]]) -> None:
+    """Give the "fill check" row of one codec the gain of skipping the check: one thread without / with it."""
+    check = [r for r in rows if r["kind"] == "fill check"]
+    plain = [r for r in rows if r["kind"] == "threads" and r["writers"] == 1]
+    if check and plain:
+        check[0]["speedup"] = plain[0]["write_mb_s"] / check[0]["write_mb_s"]
