@@ -61,17 +61,26 @@ def _load(image_path: Path, xml_path: Path) -> Arrays:
     return image, rasterise(read_regions(xml_path), image.shape[:2]), None
 
 
+def _stems(names: str | Sequence[str]) -> list[str]:
+    """``"a, b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (blank names dropped)."""
+    return [v.strip() for v in (names.split(",") if isinstance(names, str) else names) if v.strip()]
+
+
 def monuseg(data_dir: Path, tile_size: int = 256, stride: int | None = None, *, split: str = "test",
-            val_images: str | Sequence[str] = "") -> TiledDataset:
+            val_images: str | Sequence[str] = "", test_images: str | Sequence[str] = "") -> TiledDataset:
     """MoNuSeg images with their polygon annotations; every image in ``split``, group = source image.
 
-    ``val_images`` lists image stems (TCGA ids; comma string or list) held out as "val" whatever
-    ``split`` says, so one folder gives a train/val pair (``split=train``, ``val_images=<id>``).
+    ``val_images`` and ``test_images`` list image stems (TCGA ids; comma string or list) held out as "val"
+    or "test" whatever ``split`` says, so one folder gives train/val/test (``split=train``,
+    ``val_images=<id>``, ``test_images=<id>,<id>``).
     """
     if split not in FOLD_SPLITS.values():
         raise EmbedstoreError(f"option split={split!r}: expected one of {list(FOLD_SPLITS.values())}")
     require_dir(data_dir, "MoNuSeg data")
-    held_out = [v.strip() for v in (val_images.split(",") if isinstance(val_images, str) else val_images) if v.strip()]
+    held_out = {name: "val" for name in _stems(val_images)} | {name: "test" for name in _stems(test_images)}
+    both = sorted(set(_stems(val_images)) & set(_stems(test_images)))
+    if both:
+        raise EmbedstoreError(f"options val_images and test_images both name {both}")
     images_dir = data_dir / "Tissue Images" if (data_dir / "Tissue Images").is_dir() else data_dir
     xml_dir = data_dir / "Annotations" if (data_dir / "Annotations").is_dir() else data_dir
     images = list_files(images_dir, (".tif", ".tiff", ".png"))
@@ -79,13 +88,13 @@ def monuseg(data_dir: Path, tile_size: int = 256, stride: int | None = None, *, 
         raise EmbedstoreError(f"no .tif images in {images_dir}")
     unknown = sorted(set(held_out) - set(images))
     if unknown:
-        raise EmbedstoreError(f"option val_images names {unknown}, which are not images of {images_dir}")
+        raise EmbedstoreError(f"options val_images / test_images name {unknown}, which are not images of {images_dir}")
     sources = []
     for stem, path in images.items():
         xml = xml_dir / f"{stem}.xml"
         if not xml.is_file():
             raise EmbedstoreError(f"missing MoNuSeg annotation file: {xml}")
         load = functools.partial(_load, path, xml)
-        sources.append(Source(stem, image_shape(path), "val" if stem in held_out else split, stem, load,
+        sources.append(Source(stem, image_shape(path), held_out.get(stem, split), stem, load,
                               f"{path} and {xml}"))
     return TiledDataset(INFO, sources, tile_size, stride)

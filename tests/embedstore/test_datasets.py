@@ -452,6 +452,21 @@ def test_real_monuseg_val_images_holds_the_named_image_out_as_val(real_data: Pat
     assert tiles[16].split == "train" and all(t.instance.max() > 0 for t in tiles)
 
 
+def test_real_monuseg_test_images_give_train_val_test_from_one_folder(real_data: Path) -> None:
+    root = real_data / "monuseg"
+    stems = sorted(p.stem for p in root.glob("*.xml"))
+    ds = get_dataset("monuseg", root, split="train", val_images=stems[0], test_images=f"{stems[1]}, {stems[2]}")
+    splits = {s.id: s.split for s in ds.sources}
+    assert [splits.pop(s) for s in stems[:3]] == ["val", "test", "test"]
+    assert set(splits.values()) == {"train"} and len(splits) == len(stems) - 3
+
+
+def test_monuseg_an_image_in_val_and_test_is_an_error(real_data: Path) -> None:
+    stem = sorted(p.stem for p in (real_data / "monuseg").glob("*.xml"))[0]
+    with pytest.raises(EmbedstoreError, match="both name"):
+        get_dataset("monuseg", real_data / "monuseg", split="train", val_images=stem, test_images=stem)
+
+
 def test_monuseg_val_images_naming_no_image_is_an_error(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "img.tif", np.zeros((40, 40, 3), np.uint8))
     (tmp_path / "img.xml").write_text(XML_HEAD + XML_TAIL)
