@@ -59,7 +59,7 @@ def extract(
     encoder: Annotated[str, typer.Option(help="Encoder name (see `embed encoders`) or timm:<model name>.")],
     dataset: Annotated[Optional[str], typer.Option(help="Dataset adapter (see `embed datasets`); needed until the store is ingested.")] = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="Dataset folder in its native layout.")] = None,
-    store: Annotated[Optional[Path], typer.Option(help="Store folder (default: ./<dataset>[-<mag>].zarr).")] = None,
+    store: Annotated[Optional[str], typer.Option(help="Store folder, or an s3:// URL every worker reaches (default: ./<dataset>[-<mag>].zarr).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per encoder forward pass.")] = 16,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda[:N].")] = "auto",
     dtype: Annotated[ComputeDtype, typer.Option(help="Compute precision (auto: fp16 on CUDA, fp32 on CPU). Stored as float16 unless fp32.")] = "auto",
@@ -84,7 +84,7 @@ def extract(
     if store is None:
         if dataset is None:
             raise EmbedstoreError("give --dataset (to ingest) or --store (an existing store)")
-        store = default_store_path(dataset, options)
+        store = str(default_store_path(dataset, options))
     report = extract_into_store(
         store, encoder, dataset=dataset, data_dir=data_dir, options=options, tile_size=tile_size,
         stride=stride, weights=weights, seed=seed, batch_size=batch_size, device=device, dtype=dtype,

@@ -210,7 +210,7 @@ def extract_on_cluster(store: Store, encoder: str, *, weights: str = "hub", seed
         raise EmbedstoreError(f"{store.location}: store is opened read-only; extract into a local copy")
     if not store.ingest_complete:
         raise EmbedstoreError(f"{store.location}: dataset ingest is incomplete; run extract with --dataset again")
-    location = str(Path(store.location).resolve())  # workers may run elsewhere: no relative paths
+    location = store.location if "://" in store.location else str(Path(store.location).resolve())  # no relative paths
     if weights not in ("hub", "random"):
         weights = str(Path(weights).expanduser().resolve())
     plugin = plugin_name(location, encoder, weights, seed, device)

@@ -11,7 +11,7 @@ from embedstore.encoders import build_encoder, get_spec
 from embedstore.errors import EmbedstoreError
 from embedstore.device import resolve_device
 from embedstore.extract.run import ExtractReport, check_options, extract
-from embedstore.store import Store, ingest, open_store
+from embedstore.store import Store, ingest, open_store, store_exists
 from embedstore.store.lock import store_lock
 
 
@@ -59,10 +59,14 @@ def extract_into_store(location: str | Path, encoder: str, *, dataset: str | Non
     (:mod:`embedstore.extract.distributed`); ingest always runs here.
     """
     spec = get_spec(encoder)  # fail fast on an unknown encoder or option before any ingest work
+    if "://" in str(location):
+        from embedstore.share.remote import check_writable  # share imports store: imported where used
+
+        check_writable(str(location))
     check_cluster_options(workers, scheduler)
     # the workers of a remote cluster resolve the device themselves: it need not exist on this machine
     check_options(views=views, batch_size=batch_size, device=device if scheduler is None else "cpu", dtype=dtype)
-    if dataset is None and not Path(location).exists():
+    if dataset is None and not (store_exists(location) if "://" in str(location) else Path(location).exists()):
         raise EmbedstoreError(f"{location}: no such store; give --dataset to create it")
     with store_lock(location):
         if dataset is not None:

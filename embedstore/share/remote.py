@@ -105,6 +105,34 @@ def _check_is_store(store: Store, url: str) -> None:
         raise EmbedstoreError(f"{url}: no store there (no zarr.json at that address; check the URL)")
 
 
+WRITABLE_SCHEMES = ("s3",)
+"""Remote stores that extraction may write into (an object store every dask worker reaches)."""
+
+
+def check_writable(url: str) -> None:
+    """Refuse, before any work, to write into a remote address other than ``s3://``."""
+    if url_scheme(url) not in WRITABLE_SCHEMES:
+        raise EmbedstoreError(f"{url}: remote stores are read-only except s3://; write to a local folder")
+
+
+def open_writable(url: str, *, endpoint: str | None = None) -> FsspecStore:
+    """A writable zarr store at an ``s3://`` URL, for extraction whose workers all reach the bucket.
+
+    No chunk cache (every write goes to the bucket); credentials and endpoint come from the standard AWS
+    variables (``AWS_ENDPOINT_URL`` for a local or on-premises endpoint), so remote workers need the same
+    environment. An object PUT is all-or-nothing, so a chunk is never half-written.
+    """
+    check_writable(url)
+    options = _storage_options(url, endpoint, anonymous=None)
+    fs, path = _filesystem(url, options, asynchronous=True)
+    return FsspecStore(fs=fs, path=path, read_only=False)
+
+
+def remote_filesystem(url: str) -> tuple[Any, str]:
+    """(synchronous fsspec filesystem, path) of a remote store URL, with the same options as reads."""
+    return _filesystem(url, _storage_options(url, None, None), asynchronous=False)
+
+
 def open_remote(url: str, *, cache_dir: str | Path | None = None, read_only: bool = True,
                 endpoint: str | None = None, anonymous: bool | None = None,
                 token: str | None = None) -> Store:
@@ -114,9 +142,10 @@ def open_remote(url: str, *, cache_dir: str | Path | None = None, read_only: boo
     (default ``HF_ENDPOINT``); ``anonymous=None`` uses AWS credentials when the standard variables
     or ``~/.aws/credentials`` provide them and anonymous access otherwise. The returned store has
     ``evict(key)``: drop a cached chunk whose checksum failed so that the next read re-fetches it.
+    ``read_only=False`` (extraction into ``s3://``) gives :func:`open_writable` instead.
     """
     if not read_only:
-        raise EmbedstoreError(f"{url}: remote stores are read-only; write to a local folder")
+        return open_writable(url, endpoint=endpoint)
     scheme = url_scheme(url)
     if scheme not in SCHEMES:
         raise EmbedstoreError(f"{url}: unsupported address (use https://, http://, s3:// or hf://datasets/ORG/NAME)")

@@ -14,7 +14,8 @@ from embedstore.store.zarr_store import (
     feature_key,
     open_store,
     store_bytes,
+    store_exists,
 )
 
 __all__ = ["CHUNK_CODECS", "COMPRESSOR", "DEFAULT_TILES_PER_SHARD", "SAMPLE_TEXT_COLUMNS", "SCHEMA_VERSION", "SampleTable", "Store",
-           "check_schema", "completeness", "feature_key", "ingest", "open_store", "store_bytes"]
+           "check_schema", "completeness", "feature_key", "ingest", "open_store", "store_bytes", "store_exists"]

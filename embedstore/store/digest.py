@@ -42,7 +42,18 @@ def _entries(location: str | Path, scope: str | None) -> Iterator[tuple[str, byt
 
     Only files of the scope are read: the manifest of one feature group never reads the other groups.
     """
-    path = Path(str(location))
+    text = str(location)
+    if "://" in text:  # an s3:// output store: list and read its objects
+        from embedstore.share.remote import remote_filesystem  # share imports store: imported where used
+
+        fs, root = remote_filesystem(text)
+        root = root.rstrip("/")
+        for name in sorted(fs.find(f"{root}/{scope}" if scope else root)):
+            key = name[len(root) + 1:]
+            if scope is None or scope_of(key) == scope:
+                yield key, fs.cat_file(name)
+        return
+    path = Path(text)
     if path.is_dir():
         root = path / scope if scope else path
         for file in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -115,9 +126,15 @@ def write_manifest(location: str | Path, scope: str = "") -> dict[str, Any]:
     """Compute the manifest of ``scope`` and write it as the ``manifest`` group there (``zarr.json`` written
     to a temporary file and renamed, so a kill never leaves half a manifest)."""
     manifest = compute_manifest(location, scope)
+    node = {"zarr_format": 3, "node_type": "group", "attributes": {"embedstore_manifest": manifest}}
+    if "://" in str(location):  # an object PUT is all-or-nothing: no temporary name needed
+        from embedstore.share.remote import remote_filesystem
+
+        fs, root = remote_filesystem(str(location))
+        fs.pipe_file("/".join(p.strip("/") for p in (root, scope, MANIFEST, "zarr.json") if p), json.dumps(node).encode())
+        return manifest
     folder = (Path(str(location)) / scope if scope else Path(str(location))) / MANIFEST
     folder.mkdir(parents=True, exist_ok=True)
-    node = {"zarr_format": 3, "node_type": "group", "attributes": {"embedstore_manifest": manifest}}
     tmp = folder / "zarr.json.tmp"
     tmp.write_text(json.dumps(node))
     tmp.replace(folder / "zarr.json")

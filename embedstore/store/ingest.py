@@ -23,6 +23,7 @@ from embedstore.store.zarr_store import (
     Store,
     _zarr_store,
     open_store,
+    store_exists,
 )
 
 
@@ -94,7 +95,8 @@ def ingest(dataset: TileDataset, location: str | Path, *, tile_size: int = 256,
     signature = _dataset_signature(dataset, tile_size, options or {})
     if len(dataset) == 0:
         raise EmbedstoreError(f"dataset '{dataset.info.name}' has no tiles")
-    if Path(text).exists() and any(Path(text).iterdir()):
+    remote = "://" in text  # an s3:// output: its root zarr.json says whether a store is there
+    if store_exists(text) if remote else Path(text).exists() and any(Path(text).iterdir()):
         store = open_store(text, mode="r+")
         if store.dataset != json.loads(json.dumps(signature)):
             raise EmbedstoreError(

@@ -53,6 +53,17 @@ def _is_remote(location: str) -> bool:
     return "://" in location
 
 
+def store_exists(location: str | Path) -> bool:
+    """Whether a store (its root ``zarr.json``) is at ``location``: a folder, a .zip or a remote URL."""
+    text = str(location)
+    if _is_remote(text):
+        from embedstore.share.remote import remote_filesystem
+
+        fs, path = remote_filesystem(text)
+        return bool(fs.exists(f"{path.rstrip('/')}/zarr.json"))
+    return Path(text).is_file() if text.endswith(".zip") else (Path(text) / "zarr.json").is_file()
+
+
 def _zarr_store(location: str | Path, read_only: bool, cache_dir: str | Path | None = None) -> Any:
     """A zarr store for a folder, a .zip file, or a URL (http(s)://, s3://, hf://; cached under ``cache_dir``)."""
     text = str(location)
