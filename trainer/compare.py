@@ -2,7 +2,8 @@
 
 Reads each run's ``eval_<split>/metrics.json`` (written by :func:`embedstore.trainer.evaluate.evaluate`; paths
 from :class:`~embedstore.trainer.run_folder.RunDir`); nothing is recomputed. Writes ``comparison.csv`` (one row
-per run; every column's mean and sd), ``comparison.md`` (mean +- sd cells) and ``comparison.png`` (grouped
+per run; every column's mean and sd, and ``best``: the columns where the run has the highest mean),
+``comparison.md`` (mean +- sd cells, the best mean of each column in bold) and ``comparison.png`` (grouped
 bars with sd error bars).
 """
 
@@ -12,6 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from embedstore.errors import EmbedstoreError
@@ -19,10 +21,10 @@ from embedstore.tables import write_csv
 from embedstore.trainer.run_folder import RunDir
 
 #: Headline columns in table order: (metrics.json key, header).
-HEADLINE = (("bpq", "bPQ"), ("bdq", "DQ"), ("bsq", "SQ"), ("mpq_image", "mPQ"), ("mpq_plus", "mPQ+"),
-            ("det_f1", "F1"), ("r2", "R2"))
+HEADLINE = (("bpq", "bPQ"), ("bdq", "DQ"), ("bsq", "SQ"), ("aji", "AJI"), ("mpq_image", "mPQ"),
+            ("mpq_plus", "mPQ+"), ("det_f1", "F1"), ("r2", "R2"))
 #: Columns drawn in the bar chart.
-CHART = ("bpq", "mpq_image", "mpq_plus", "det_f1")
+CHART = ("bpq", "aji", "mpq_image", "mpq_plus", "det_f1")
 #: What ``level`` may be: "auto" picks "image" when every run has stitched results, else "tile".
 LEVELS = ("auto", "tile", "image")
 
@@ -56,6 +58,20 @@ class Comparison:
         if m is None:
             return "-"
         return f"{m:.{digits}f}" if s is None else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+    def best(self, key: str) -> set[int]:
+        """Indices of the rows with the highest mean in column ``key`` (every metric here is higher-better);
+        empty when fewer than two rows have a value or all values are equal (no row stands out)."""
+        values = [(i, r.mean.get(key)) for i, r in enumerate(self.rows)]
+        present = [(i, v) for i, v in values if v is not None and not math.isnan(v)]
+        top = max((v for _, v in present), default=None)
+        if len(present) < 2 or top == min(v for _, v in present):  # nothing to tell apart
+            return set()
+        return {i for i, v in present if v == top}
+
+    def best_headers(self, index: int) -> list[str]:
+        """Headers of the columns where row ``index`` is best."""
+        return [h for k, h in self.columns if index in self.best(k)]
 
 
 def _label(report: dict[str, Any]) -> str:
@@ -100,7 +116,7 @@ def _load_metrics(run: Path, split: str) -> dict[str, Any]:
 
 
 def compare(runs: list[str | Path] | str | Path, *, split: str = "test", level: str = "auto",
-            out: str | Path | None = None) -> Comparison:
+            out: str | Path | None = None, labels: Sequence[str] | None = None) -> Comparison:
     """Collect evaluated runs into one table and, with ``out``, write CSV, Markdown and a bar chart PNG there.
 
     Parameters
@@ -109,6 +125,7 @@ def compare(runs: list[str | Path] | str | Path, *, split: str = "test", level: 
     split : the evaluated split to compare.
     level : "tile", "image" (stitched whole images) or "auto" (image when every run has it, else tile).
     out : folder for comparison.csv / .md / .png (created); None writes nothing.
+    labels : one row label per run folder found (default: ``encoder x decoder`` from metrics.json).
 
     Raises
     ------
@@ -117,16 +134,18 @@ def compare(runs: list[str | Path] | str | Path, *, split: str = "test", level: 
     if level not in LEVELS:
         raise EmbedstoreError(f"--level {level}: expected {', '.join(LEVELS[:-1])} or {LEVELS[-1]}")
     folders = find_runs([runs] if isinstance(runs, (str, Path)) else list(runs))
+    if labels is not None and len(labels) != len(folders):
+        raise EmbedstoreError(f"{len(labels)} labels for {len(folders)} runs")
     reports = [(run, _load_metrics(run, split)) for run in folders]
     if level == "auto":
         level = "image" if all(r.get("image") for _, r in reports) else "tile"
     rows = []
-    for run, report in reports:
+    for k, (run, report) in enumerate(reports):
         if not report.get(level):
             raise EmbedstoreError(f"{run}: eval_{split}/metrics.json has no '{level}' results (stitched images "
                                   "exist only for stores whose tiles come from larger images)")
         part = report[level]
-        rows.append(ComparisonRow(run=str(run), label=_label(report),
+        rows.append(ComparisonRow(run=str(run), label=_label(report) if labels is None else labels[k],
                                   encoder=report["encoder_key"], decoder=report["decoder"],
                                   n_seeds=len(report["seeds"]), mean=part["mean"], sd=part["sd"]))
     labels = [r.label for r in rows]
@@ -157,23 +176,27 @@ def _columns(rows: list[ComparisonRow]) -> list[tuple[str, str]]:
 
 
 def _write_csv(table: Comparison, path: Path) -> None:
-    """One row per run: label, encoder, decoder, run, seeds, level, then each column's mean and sd (empty: missing)."""
+    """One row per run: label, encoder, decoder, run, seeds, level, each column's mean and sd (empty: missing),
+    then ``best``: the headers of the columns where the run is best, joined by ``;``."""
     rows = []
-    for r in table.rows:
+    for i, r in enumerate(table.rows):
         row: dict[str, Any] = {"label": r.label, "encoder": r.encoder, "decoder": r.decoder, "run": r.run,
                                "seeds": r.n_seeds, "level": table.level}
         for key, _ in table.columns:
             row[key], row[f"{key}_sd"] = r.mean.get(key), r.sd.get(key)
+        row["best"] = ";".join(table.best_headers(i))
         rows.append(row)
     write_csv(path, rows)
 
 
 def _write_markdown(table: Comparison, path: Path) -> None:
     header = ["encoder x decoder", "seeds", *(h for _, h in table.columns)]
-    lines = [f"Split `{table.split}`, {table.level}-level metrics, mean ± sd over seeds.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for r in table.rows:
-        cells = [r.label, str(r.n_seeds), *(table.cell(r, k) for k, _ in table.columns)]
+    lines = [f"Split `{table.split}`, {table.level}-level metrics, mean ± sd over seeds; best mean of each "
+             "column in bold.", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    best = {k: table.best(k) for k, _ in table.columns}
+    for i, r in enumerate(table.rows):
+        cells = [r.label, str(r.n_seeds),
+                 *(f"**{table.cell(r, k)}**" if i in best[k] else table.cell(r, k) for k, _ in table.columns)]
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text("\n".join(lines) + "\n")
 

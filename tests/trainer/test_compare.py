@@ -46,15 +46,16 @@ def test_compare_writes_one_row_per_run_to_csv_markdown_and_png(runs: Path, tmp_
     lite = json.loads((runs / "a_lite" / "eval_test" / "metrics.json").read_text())["tile"]["mean"]
     assert float(rows[0]["mpq_plus"]) == pytest.approx(lite["mpq_plus"])
     markdown = (tmp_path / "comparison.md").read_text().splitlines()
-    assert markdown[2].startswith("| encoder x decoder | seeds | bPQ | DQ | SQ | mPQ | mPQ+ | F1 | R2 |")
-    assert markdown[5].startswith("| tiny-vit x cisca | 2 | 0.625 ± 0.125 |")
+    assert markdown[2].startswith("| encoder x decoder | seeds | bPQ | DQ | SQ | AJI | mPQ | mPQ+ | F1 | R2 |")
+    cisca_bpq = "**0.625 ± 0.125**" if lite["bpq"] < 0.625 else "0.625 ± 0.125"  # the best mean is bold
+    assert markdown[5].startswith(f"| tiny-vit x cisca | 2 | {cisca_bpq} |")
     assert len(markdown) == 6
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_columns_include_per_class_pq_plus_and_f1(runs: Path) -> None:
     headers = [h for _, h in compare(runs).columns]
-    assert headers[:7] == ["bPQ", "DQ", "SQ", "mPQ", "mPQ+", "F1", "R2"]
+    assert headers[:8] == ["bPQ", "DQ", "SQ", "AJI", "mPQ", "mPQ+", "F1", "R2"]
     assert "PQ+ Epithelial" in headers and "F1 Connective" in headers
 
 
@@ -90,3 +91,21 @@ def test_runs_that_read_fewer_levels_are_labelled_by_their_levels(runs: Path, tm
         path.write_text(json.dumps(metrics))
     table = compare(folder, out=tmp_path)
     assert [r.label for r in table.rows] == ["tiny-vit x lite none", "tiny-vit x cisca L23"]
+
+
+def test_the_best_mean_of_each_column_is_marked_in_markdown_and_csv(runs: Path, tmp_path: Path) -> None:
+    table = compare(runs, out=tmp_path)
+    lite, cisca = table.rows
+    higher = 1 if cisca.mean["bpq"] > lite.mean["bpq"] else 0
+    assert table.best("bpq") == {higher}
+    assert table.best("bsq") == set()  # the copy shares every other column with its source: a tie marks none
+    with open(tmp_path / "comparison.csv", newline="") as f:
+        best = [r["best"].split(";") for r in csv.DictReader(f)]
+    assert "bPQ" in best[higher] and "bPQ" not in best[1 - higher] and "SQ" not in best[0] + best[1]
+    row = (tmp_path / "comparison.md").read_text().splitlines()[4 + higher]
+    assert row.split(" | ")[2].startswith("**")
+
+
+def test_a_single_run_has_no_best_mark(runs: Path) -> None:
+    table = compare(runs / "a_lite")
+    assert all(table.best(k) == set() for k, _ in table.columns)
