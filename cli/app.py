@@ -10,9 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from embedstore.cli.bench_cmd import bench_app
+from embedstore.cli.choices import Quantize
 from embedstore.cli.evaluate_cmd import compare_command, evaluate_command
 from embedstore.cli.predict_cmd import predict_command
 from embedstore.cli.probe_cmd import cells_command, probe_command
+from embedstore.cli.study_cmd import study_command
 from embedstore.cli.store_cmd import (
     CacheDir,
     info_command,
@@ -73,6 +75,9 @@ def extract(
     option: Annotated[list[str], typer.Option("--option", "-o", help="Dataset option KEY=VALUE (repeatable).")] = [],
     workers: Annotated[Optional[int], typer.Option(help="Compute on a local dask cluster of N worker processes (on a GPU machine: one per GPU, each pinned to one).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Compute on a running dask cluster: tcp://HOST:PORT of its scheduler (workers must see the store path; see docs/distributed.md).")] = None,
+    codec: Annotated[str, typer.Option(help="Compression of the feature chunks: NAME[:LEVEL][:SHUFFLE] with NAME zstd | lz4 | lz4hc | blosclz | zlib, LEVEL 0-9 (3), SHUFFLE bitshuffle | shuffle | noshuffle (bitshuffle); or none (a crc32c checksum is always kept). E.g. zstd:3:bitshuffle, lz4:5:shuffle, zstd:1.")] = "zstd:3:bitshuffle",
+    quantize: Annotated[Quantize, typer.Option(help="int8: store each channel as int8 codes with a per-channel scale and offset fitted on train tiles (1 byte per value instead of 2); read back as float16.")] = Quantize.none,
+    pca: Annotated[Optional[int], typer.Option(help="Keep K principal components per level (fitted on up to 64 train tiles); decoders then read K channels. Combines with --quantize.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Ingest a dataset (once) and write an encoder's four levels for every tile; resumes after a kill."""
@@ -89,6 +94,7 @@ def extract(
         store, encoder, dataset=dataset, data_dir=data_dir, options=options, tile_size=tile_size,
         stride=stride, weights=weights, seed=seed, batch_size=batch_size, device=device, dtype=dtype,
         views=views, overwrite=overwrite, show_progress=not quiet, workers=workers, scheduler=scheduler,
+        codec=codec, pca=pca, quantize=None if quantize == Quantize.none else str(quantize),
     )
     if report.tiles_written:
         console.print(f"{store}: features/{report.key}: wrote {report.tiles_written} tiles "
@@ -234,6 +240,7 @@ app.command("compare")(compare_command)
 app.command("predict")(predict_command)
 app.command("cells")(cells_command)
 app.command("probe")(probe_command)
+app.command("study")(study_command)
 app.command("pack")(pack_command)
 app.command("unpack")(unpack_command)
 app.command("push")(push_command)

@@ -38,3 +38,10 @@ class Level(enum.StrEnum):
     auto = "auto"
     tile = "tile"
     image = "image"
+
+
+class Quantize(enum.StrEnum):
+    """``embed extract --quantize``: ``embedstore.store.features.QUANTIZE``."""
+
+    none = "none"
+    int8 = "int8"

@@ -48,6 +48,7 @@ def info_command(store: Annotated[str, typer.Argument(help="Store folder, .zip o
     for key, g in d["encoders"].items():
         versions = ", ".join(f"{k} {v}" for k, v in g["library_versions"].items())
         console.print(f"features/{key}: weights {g['weights_source']}, computed in {g['compute_dtype']}, "
+                      f"codec {g['codec_name']}, transform {g['transform_summary']}, "
                       f"made {g['created'] or 'unknown'} ({versions})"
                       + (f", digest {g['digest']}" if g["digest"] else ""), highlight=False)
     for line in d["licence_notices"]:

@@ -1,7 +1,8 @@
 """Extraction scaled out on dask.distributed: one task per shard-aligned block, one encoder per worker.
 
 The driver (the process running `embed extract --workers N` or `--scheduler URL`) holds the store lock,
-creates the feature group, submits one task per uncommitted block of :meth:`Store.blocks` (a block is one
+creates the feature group, has one worker fit and write the ``--pca`` / ``--quantize`` transform when the
+group needs one and has none yet (:func:`fit_group_transform`), submits one task per uncommitted block of :meth:`Store.blocks` (a block is one
 shard of every level plus one ``done`` chunk, so no two tasks ever write the same file) and writes the
 group's manifest at the end. Each worker process builds the encoder once, on its first task, through the
 :class:`EncoderHost` worker plugin (no model travels inside a task). A task re-reads its block's ``done``
@@ -32,6 +33,7 @@ import torch
 from distributed import Client, KilledWorker, LocalCluster, WorkerPlugin, as_completed, get_worker
 
 from embedstore.device import resolve_device
+from embedstore.extract.compact import DeviceTransform, ensure_transform
 from embedstore.encoders import FrozenEncoder, build_encoder
 from embedstore.errors import EmbedstoreError
 from embedstore.extract.precision import resolve_dtype, storage_dtype
@@ -45,7 +47,9 @@ from embedstore.extract.run import (
 )
 from embedstore.progress import progress_bar
 from embedstore.store import Store, open_store
+from embedstore.store.codecs import DEFAULT_CODEC
 from embedstore.store.digest import write_manifest
+from embedstore.store.features import load_transform, transform_committed
 
 PLUGIN = "embedstore-encoder"
 """Prefix of the worker plugin's name; the rest says which run it serves (:func:`plugin_name`)."""
@@ -135,10 +139,22 @@ def peak_rss() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def worker_group_attrs(plugin: str, tile_size: int, views: int, dtype: str) -> dict[str, Any]:
+def worker_group_attrs(plugin: str, tile_size: int, views: int, dtype: str, *, codec: str = DEFAULT_CODEC,
+                       pca: int | None = None, quantize: str | None = None) -> dict[str, Any]:
     """Task: the feature group's attributes as a worker sees them (its encoder, device and dtype)."""
     encoder, dev = _host(plugin).get()
-    return group_attrs(encoder, tile_size, views, resolve_dtype(dtype, dev), storage_dtype(dtype))
+    return group_attrs(encoder, tile_size, views, resolve_dtype(dtype, dev), storage_dtype(dtype), codec=codec,
+                       pca=pca, quantize=quantize)
+
+
+def fit_group_transform(plugin: str, location: str, key: str, *, batch_size: int, dtype: str) -> None:
+    """Task: fit the group's ``--pca`` / ``--quantize`` transform with this worker's encoder and write it into
+    the group (:func:`embedstore.extract.compact.ensure_transform`); the driver waits for it before it submits
+    any block, so every block task finds the same stored parameters."""
+    encoder, dev = _host(plugin).get()
+    store = open_store(location, mode="r+")
+    ensure_transform(store, store.group[f"features/{key}"], encoder, dev=dev, dtype=resolve_dtype(dtype, dev),
+                     batch_size=batch_size)
 
 
 def extract_block(plugin: str, location: str, key: str, index: slice, *, batch_size: int,
@@ -163,11 +179,15 @@ def extract_block(plugin: str, location: str, key: str, index: slice, *, batch_s
                               f"in {group.attrs['compute_dtype']}: give every worker the same device kind or --dtype")
     views = int(group.attrs["views"])
     np_dtype = np.dtype(group.attrs["storage_dtype"])
+    if not transform_committed(group):  # the driver runs fit_group_transform first: never fit here
+        raise EmbedstoreError(f"features/{key}: its transform was not written before the blocks were submitted")
+    transform = load_transform(group)
+    on_device = None if transform.identity else DeviceTransform(transform, dev)
     items = np.ascontiguousarray(tile_views(np.asarray(store.group["images"][index]), views))
     start = time.perf_counter()
     flat: list[np.ndarray] = []  # per level (T*V, C, h, w), filled batch by batch
     for first in range(0, len(items), batch_size):
-        arrays = encode_batch(encoder, items[first:first + batch_size], dev, compute, np_dtype)
+        arrays = encode_batch(encoder, items[first:first + batch_size], dev, compute, np_dtype, on_device)
         flat = flat or [np.empty((len(items), *a.shape[1:]), dtype=a.dtype) for a in arrays]
         for level, array in zip(flat, arrays):
             level[first:first + len(array)] = array
@@ -198,13 +218,15 @@ def cluster_client(workers: int | None, scheduler: str | None) -> Iterator[tuple
 
 def extract_on_cluster(store: Store, encoder: str, *, weights: str = "hub", seed: int = 0, batch_size: int = 16,
                        device: str = "auto", dtype: str = "auto", views: int = 1, overwrite: bool = False,
-                       workers: int | None = None, scheduler: str | None = None,
+                       workers: int | None = None, scheduler: str | None = None, codec: str = DEFAULT_CODEC,
+                       pca: int | None = None, quantize: str | None = None,
                        show_progress: bool = True) -> ExtractReport:
     """Like :func:`embedstore.extract.run.extract`, with the blocks computed on a dask cluster.
 
     Every worker must reach the store at the same path (a shared file system) and the weights (the HF
     cache, or the same ``weights`` file path). The caller holds the store lock. The report also gives the
-    peak resident bytes of each worker process (``worker_peak_rss``).
+    peak resident bytes of each worker process (``worker_peak_rss``). ``codec``, ``pca`` and ``quantize``
+    as in the single-process run; the transform is fitted by one task on a worker, before any block.
     """
     if store.read_only:
         raise EmbedstoreError(f"{store.location}: store is opened read-only; extract into a local copy")
@@ -218,20 +240,25 @@ def extract_on_cluster(store: Store, encoder: str, *, weights: str = "hub", seed
         client.register_plugin(EncoderHost(plugin, encoder, weights, seed, device, torch_threads), name=plugin)
         try:
             return _run_blocks(client, plugin, store, location, views=views, dtype=dtype, batch_size=batch_size,
-                               overwrite=overwrite, show_progress=show_progress)
+                               overwrite=overwrite, show_progress=show_progress,
+                               compact={"codec": codec, "pca": pca, "quantize": quantize})
         finally:
             with contextlib.suppress(OSError):  # a lost scheduler takes the plugin with it
                 client.unregister_worker_plugin(plugin)
 
 
 def _run_blocks(client: Client, plugin: str, store: Store, location: str, *, views: int, dtype: str,
-                batch_size: int, overwrite: bool, show_progress: bool) -> ExtractReport:
-    """Create the group from a worker's attributes, run every uncommitted block, write the manifest."""
-    attrs = client.submit(worker_group_attrs, plugin, store.tile_size, views, dtype, pure=False).result()
+                batch_size: int, overwrite: bool, show_progress: bool, compact: dict[str, Any]) -> ExtractReport:
+    """Create the group from a worker's attributes, fit its transform on a worker (when it has none yet), run
+    every uncommitted block, write the manifest. ``compact``: the codec, pca and quantize options."""
+    attrs = client.submit(worker_group_attrs, plugin, store.tile_size, views, dtype, **compact, pure=False).result()
     group, pending, report = open_pending(store, attrs, overwrite)
     key = report.key
     if not pending:
         return report
+    if not transform_committed(group):
+        client.submit(fit_group_transform, plugin, location, key, batch_size=batch_size, dtype=dtype,
+                      pure=False).result()
     start = time.perf_counter()
     futures = {client.submit(extract_block, plugin, location, key, b, batch_size=batch_size, dtype=dtype,
                              key=f"embedstore-extract-{plugin}-{b.start}", pure=False): b for b in pending}

@@ -12,6 +12,7 @@ from embedstore.errors import EmbedstoreError
 from embedstore.device import resolve_device
 from embedstore.extract.run import ExtractReport, check_options, extract
 from embedstore.store import Store, ingest, open_store, store_exists
+from embedstore.store.codecs import DEFAULT_CODEC
 from embedstore.store.lock import store_lock
 
 
@@ -50,13 +51,15 @@ def extract_into_store(location: str | Path, encoder: str, *, dataset: str | Non
                        tile_size: int = 256, stride: int | None = None, weights: str = "hub", seed: int = 0,
                        batch_size: int = 16, device: str = "auto", dtype: str = "auto", views: int = 1,
                        overwrite: bool = False, show_progress: bool = True, workers: int | None = None,
-                       scheduler: str | None = None) -> ExtractReport:
+                       scheduler: str | None = None, codec: str = DEFAULT_CODEC, pca: int | None = None,
+                       quantize: str | None = None) -> ExtractReport:
     """Ingest ``dataset`` if needed, then write ``encoder``'s levels for every uncommitted tile.
 
     One process writes a store at a time (:func:`embedstore.store.lock.store_lock`): a second one is
     refused in one line, before any work. ``workers`` (a local dask cluster of that many processes) or
     ``scheduler`` (``tcp://HOST:PORT`` of a running one) compute the features on a dask cluster
-    (:mod:`embedstore.extract.distributed`); ingest always runs here.
+    (:mod:`embedstore.extract.distributed`); ingest always runs here. ``codec``, ``pca`` and ``quantize``
+    make smaller feature groups (see :func:`embedstore.extract.run.extract`).
     """
     spec = get_spec(encoder)  # fail fast on an unknown encoder or option before any ingest work
     if "://" in str(location):
@@ -65,7 +68,8 @@ def extract_into_store(location: str | Path, encoder: str, *, dataset: str | Non
         check_writable(str(location))
     check_cluster_options(workers, scheduler)
     # the workers of a remote cluster resolve the device themselves: it need not exist on this machine
-    check_options(views=views, batch_size=batch_size, device=device if scheduler is None else "cpu", dtype=dtype)
+    check_options(views=views, batch_size=batch_size, device=device if scheduler is None else "cpu", dtype=dtype,
+                  codec=codec, pca=pca, quantize=quantize)
     if dataset is None and not (store_exists(location) if "://" in str(location) else Path(location).exists()):
         raise EmbedstoreError(f"{location}: no such store; give --dataset to create it")
     with store_lock(location):
@@ -79,7 +83,8 @@ def extract_into_store(location: str | Path, encoder: str, *, dataset: str | Non
 
             return extract_on_cluster(store, encoder, weights=str(weights), seed=seed, batch_size=batch_size,
                                       device=device, dtype=dtype, views=views, overwrite=overwrite,
-                                      workers=workers, scheduler=scheduler, show_progress=show_progress)
+                                      workers=workers, scheduler=scheduler, codec=codec, pca=pca,
+                                      quantize=quantize, show_progress=show_progress)
         model = build_encoder(spec, weights, seed=seed, device=resolve_device(device))
         return extract(store, model, batch_size=batch_size, device=device, dtype=dtype, views=views,
-                       overwrite=overwrite, show_progress=show_progress)
+                       overwrite=overwrite, codec=codec, pca=pca, quantize=quantize, show_progress=show_progress)

@@ -31,7 +31,10 @@ from embedstore.imaging.dihedral import dihedral
 from embedstore.extract.precision import resolve_dtype, storage_dtype
 from embedstore.progress import progress_bar
 from embedstore.encoders.licence import licence_record
-from embedstore.store import CHUNK_CODECS, COMPRESSOR, Store, feature_key
+from embedstore.extract.compact import DeviceTransform, check_compact_options, ensure_transform, stored_shapes
+from embedstore.store import CHUNK_CODECS, Store, feature_key
+from embedstore.store.codecs import DEFAULT_CODEC, codec_name, codec_record, codecs_of_record, parse_codec
+from embedstore.store.features import INT8_FILL, transform_request
 from embedstore.store.digest import MANIFEST, write_manifest
 from embedstore.threads import background
 
@@ -40,8 +43,11 @@ COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.f
 FP16_MAX = 65504.0
 
 
-def check_options(*, views: int, batch_size: int, device: str, dtype: str) -> None:
+def check_options(*, views: int, batch_size: int, device: str, dtype: str, codec: str = DEFAULT_CODEC,
+                  pca: int | None = None, quantize: str | None = None) -> None:
     """Reject bad extraction options before any ingest or model loading work starts."""
+    parse_codec(codec)
+    check_compact_options(pca, quantize)
     if views not in (1, 8):
         raise EmbedstoreError(f"--views {views}: expected 1 or 8")
     if batch_size < 1:
@@ -67,22 +73,34 @@ class ExtractReport:
         return self.tiles_written / self.seconds if self.seconds else 0.0
 
 
-def group_attrs(encoder: FrozenEncoder, tile_size: int, views: int, dtype: str, stored: str) -> dict[str, Any]:
+def group_attrs(encoder: FrozenEncoder, tile_size: int, views: int, dtype: str, stored: str, *,
+                codec: str = DEFAULT_CODEC, pca: int | None = None, quantize: str | None = None) -> dict[str, Any]:
     """Everything needed to reproduce or refuse to mix features: spec, weights (source and sha256
-    fingerprint), preprocessing, codec, licence, date and versions."""
-    shapes = encoder.level_shapes(tile_size)
+    fingerprint), preprocessing, codec, transform, licence, date and versions.
+
+    ``stored`` is the float dtype features decode to; with ``quantize="int8"`` the arrays hold int8 codes
+    (``storage_dtype`` int8) and ``transform.dtype`` keeps ``stored``. ``level_shapes`` are the stored
+    (C, h, w), C = min(pca, C) under PCA; ``encoder_level_shapes`` the encoder's own.
+    """
+    quantize = None if quantize == "none" else quantize
+    check_compact_options(pca, quantize)
+    native = encoder.level_shapes(tile_size)
+    shapes = stored_shapes(native, pca)
+    compact = pca is not None or quantize is not None
     return {
         "encoder": encoder.spec.to_dict(),
         "fingerprint": encoder.fingerprint,
         "weights_source": encoder.weights_source,
         "licence": licence_record(encoder.spec),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "codec": {"compressor": COMPRESSOR.to_dict(), "checksum": "crc32c", "inner_chunk": "one tile"},
+        "codec": codec_record(parse_codec(codec)),
         "tile_size": tile_size,
         "views": views,
-        "storage_dtype": stored,
+        "storage_dtype": "int8" if quantize == "int8" else stored,
         "compute_dtype": dtype,
         "level_shapes": [list(s) for s in shapes],
+        "encoder_level_shapes": [list(s) for s in native],
+        "transform": {"pca": pca, "quantize": quantize, "dtype": stored, "fitted_on": None} if compact else None,
         "library_versions": {
             "embedstore": __version__,
             "torch": torch.__version__,
@@ -92,7 +110,18 @@ def group_attrs(encoder: FrozenEncoder, tile_size: int, views: int, dtype: str, 
     }
 
 
-_IDENTITY_FIELDS = ("encoder", "fingerprint", "tile_size", "views", "storage_dtype", "level_shapes")
+_IDENTITY_FIELDS = ("encoder", "fingerprint", "tile_size", "views", "storage_dtype", "level_shapes", "codec",
+                    "transform")
+
+
+def _identity(attrs: dict[str, Any], name: str) -> Any:
+    """The value of an identity field that must match to mix runs: the codec as ``--codec`` spells it and the
+    transform as asked for (not when it was fitted); groups from before either field read as the defaults."""
+    if name == "codec":
+        return codec_name(attrs.get("codec"))
+    if name == "transform":
+        return transform_request(attrs.get("transform"))
+    return attrs.get(name)
 
 
 def open_pending(store: Store, attrs: dict[str, Any], overwrite: bool) -> tuple[zarr.Group, list[slice], ExtractReport]:
@@ -116,7 +145,7 @@ def prepare_group(store: Store, key: str, attrs: dict[str, Any], overwrite: bool
     if key in store.feature_keys():
         group = store.group[f"features/{key}"]
         old = dict(group.attrs)
-        diff = [f for f in _IDENTITY_FIELDS if old.get(f) != attrs[f]]
+        diff = [f for f in _IDENTITY_FIELDS if _identity(old, f) != _identity(attrs, f)]
         if not diff:
             return group
         if not overwrite:
@@ -127,10 +156,12 @@ def prepare_group(store: Store, key: str, attrs: dict[str, Any], overwrite: bool
             )
         del store.group[f"features/{key}"]
     group = store.group.require_group(f"features/{key}")
+    codecs = codecs_of_record(attrs["codec"])
+    # a missing chunk reads as the fill value, refused by checked reads: NaN, or -128 for int8 codes
+    fill = INT8_FILL if attrs["storage_dtype"] == "int8" else float("nan")
     for k, (c, h, w) in enumerate(attrs["level_shapes"]):
         group.create_array(f"level_{k}", shape=(n, v, c, h, w), dtype=attrs["storage_dtype"],
-                           chunks=(1, v, c, h, w), shards=(t, v, c, h, w), compressors=CHUNK_CODECS,
-                           fill_value=float("nan"))  # a missing chunk reads as NaN: refused by checked reads
+                           chunks=(1, v, c, h, w), shards=(t, v, c, h, w), compressors=codecs, fill_value=fill)
     group.create_array("done", shape=(n, v), dtype=bool, chunks=(t, v), fill_value=False, compressors=CHUNK_CODECS)
     group.attrs.update(attrs)
     return group
@@ -194,7 +225,11 @@ def _batches(blocks: Iterator[tuple[_Block, np.ndarray]], batch_size: int
 
 
 def _to_storage(level: torch.Tensor, np_dtype: np.dtype) -> np.ndarray:
-    """Device tensor -> host array in the storage dtype (float16 clamps to its finite range)."""
+    """Device tensor -> host array in the storage dtype (float16 clamps to its finite range; int8 levels
+    were coded on the device by :class:`DeviceTransform`)."""
+    if np_dtype == np.int8:
+        assert level.dtype == torch.int8, "int8 storage needs the levels quantised on the device"
+        return level.cpu().numpy()
     level = level.float()
     if np_dtype == np.float16:
         level = level.clamp(-FP16_MAX, FP16_MAX).to(torch.float16)
@@ -202,9 +237,11 @@ def _to_storage(level: torch.Tensor, np_dtype: np.dtype) -> np.ndarray:
 
 
 def encode_batch(encoder: FrozenEncoder, batch: np.ndarray, dev: torch.device, dtype: str,
-                 np_dtype: np.dtype) -> list[np.ndarray]:
+                 np_dtype: np.dtype, transform: DeviceTransform | None = None) -> list[np.ndarray]:
     """The one forward pass of extraction: (B, S, S, 3) uint8 -> four (B, C_k, h_k, w_k) host arrays in
-    the storage dtype, in inference mode and autocast to ``dtype`` (a resolved compute dtype) off fp32."""
+    the storage dtype, in inference mode and autocast to ``dtype`` (a resolved compute dtype) off fp32.
+    ``transform`` (``--pca`` / ``--quantize``) projects and codes each level on the device first, so
+    C_k is the stored channel count."""
     x = torch.from_numpy(batch)
     if dev.type == "cuda":
         x = x.pin_memory().to(dev, non_blocking=True)
@@ -212,6 +249,8 @@ def encode_batch(encoder: FrozenEncoder, batch: np.ndarray, dev: torch.device, d
     with torch.inference_mode():
         with torch.autocast(dev.type, dtype=compute, enabled=compute != torch.float32):
             outs = encoder(x)
+        if transform is not None:
+            outs = [transform.apply(out, k) for k, out in enumerate(outs)]
         return [_to_storage(out, np_dtype) for out in outs]
 
 
@@ -228,15 +267,20 @@ def write_block(group: zarr.Group, index: slice, levels: list[np.ndarray]) -> No
 
 def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, device: str = "auto",
             dtype: str = "auto", views: int = 1, overwrite: bool = False, writers: int | None = None,
+            codec: str = DEFAULT_CODEC, pca: int | None = None, quantize: str | None = None,
             show_progress: bool = True) -> ExtractReport:
     """Compute and write the four levels for every tile without a ``done`` marker.
 
     Runs in inference mode (autocast to ``dtype`` off fp32); resumes where a killed run stopped and
     never redoes committed shards. ``writers`` (default: one per CPU core, at most 8) compress and write
     finished shards in parallel: on a GPU the compression, not the encoder, is the bottleneck.
+    ``codec`` (``NAME[:LEVEL][:SHUFFLE]`` or ``none``, see :func:`embedstore.store.codecs.parse_codec`)
+    compresses the level chunks; ``pca`` / ``quantize`` store compacted levels
+    (:mod:`embedstore.extract.compact`), fitted once on train tiles before the first shard and reused on resume.
     """
     writers = writers or min(8, max(2, os.cpu_count() or 2))
-    check_options(views=views, batch_size=batch_size, device=device, dtype=dtype)
+    check_options(views=views, batch_size=batch_size, device=device, dtype=dtype, codec=codec, pca=pca,
+                  quantize=quantize)
     if store.read_only:
         raise EmbedstoreError(f"{store.location}: store is opened read-only; extract into a local copy")
     if not store.ingest_complete:
@@ -245,11 +289,13 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
     stored = storage_dtype(dtype)
     dtype = resolve_dtype(dtype, dev)
     encoder = encoder.to(dev)
-    attrs = group_attrs(encoder, store.tile_size, views, dtype, stored)
+    attrs = group_attrs(encoder, store.tile_size, views, dtype, stored, codec=codec, pca=pca, quantize=quantize)
     group, pending, report = open_pending(store, attrs, overwrite)
     key = report.key
     if not pending:
         return report
+    transform = ensure_transform(store, group, encoder, dev=dev, dtype=dtype, batch_size=batch_size)
+    on_device = None if transform.identity else DeviceTransform(transform, dev)
     shapes = [tuple(s) for s in attrs["level_shapes"]]
     np_dtype = np.dtype(attrs["storage_dtype"])
     start = time.perf_counter()
@@ -267,7 +313,7 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
         advance(report.tiles_skipped)
         for parts, batch in _batches(shard_stream(shards), batch_size):
             t0 = time.perf_counter()
-            arrays = encode_batch(encoder, batch, dev, dtype, np_dtype)
+            arrays = encode_batch(encoder, batch, dev, dtype, np_dtype, on_device)
             report.encoder_seconds += time.perf_counter() - t0
             offset = 0
             for block, first, count in parts:

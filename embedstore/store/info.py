@@ -9,7 +9,9 @@ from typing import Any
 import zarr
 
 from embedstore.encoders.licence import licence_fields, licence_notice
+from embedstore.store.codecs import codec_name
 from embedstore.store.digest import read_manifests
+from embedstore.store.features import transform_summary
 from embedstore.store.zarr_store import Store, completeness, open_store, store_bytes
 
 
@@ -27,7 +29,8 @@ def licence_notices(store: Store) -> list[str]:
 
 
 def describe_store(location: str | Path) -> dict[str, Any]:
-    """Dataset, tiles per split, per-encoder levels/dtype/views/completeness, provenance, licence, digests, bytes."""
+    """Dataset, tiles per split, per-encoder levels/dtype/views/codec/transform/completeness, provenance, licence,
+    digests, bytes."""
     store = open_store(location)
     samples = store.samples()
     manifests = read_manifests(store.group)
@@ -44,6 +47,9 @@ def describe_store(location: str | Path) -> dict[str, Any]:
             "compute_dtype": attrs.get("compute_dtype"),
             "views": attrs.get("views"),
             "codec": attrs.get("codec"),
+            "codec_name": codec_name(attrs.get("codec")),
+            "transform": attrs.get("transform"),
+            "transform_summary": transform_summary(attrs.get("transform")),
             "created": attrs.get("created"),
             "library_versions": attrs.get("library_versions", {}),
             "licence": group_licence(group),

@@ -8,6 +8,8 @@ cannot see are caught here as well:
   schema 2 are filled with NaN, so a missing tile reads as non-finite; in schema 1 stores (fill 0) a
   committed tile whose features are all exactly zero is taken as missing (a real encoder never gives that).
 - NaN or Inf values written by a broken extraction.
+- int8 feature arrays (``--quantize int8``) are filled with -128, a value their clipped codes never take:
+  a committed tile holding any -128 is missing.
 
 Readers (the training loader, evaluation, verify) call :func:`read_tiles_checked` on the slices they read.
 """
@@ -100,9 +102,12 @@ def check_finite(values: np.ndarray, array: zarr.Array, span: slice, *, sample_i
                  committed: np.ndarray | None = None) -> None:
     """Refuse committed tiles of ``values`` (read from ``array[span]``) that are missing or not finite."""
     flat = values.reshape(values.shape[0], -1)
-    finite = np.isfinite(flat).all(axis=1)
     fill = array.fill_value
-    missing = ~finite if fill is None or np.isnan(fill) else ~np.any(flat != fill, axis=1) | ~finite
+    if np.issubdtype(flat.dtype, np.integer):  # int8 codes: clipped to [-127, 127], so the fill -128 is never data
+        missing = np.any(flat == fill, axis=1)
+    else:
+        finite = np.isfinite(flat).all(axis=1)
+        missing = ~finite if fill is None or np.isnan(fill) else ~np.any(flat != fill, axis=1) | ~finite
     if committed is not None:
         missing &= committed
     if missing.any():

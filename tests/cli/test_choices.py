@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from embedstore.cli.choices import BlendWindow, Level, ObjectType, Postprocess
+from embedstore.cli.choices import BlendWindow, Level, ObjectType, Postprocess, Quantize
 from embedstore.imaging.tiling import WINDOWS
+from embedstore.store.features import QUANTIZE
 from embedstore.trainer.compare import LEVELS
 from embedstore.trainer.postprocess import VARIANTS
 from embedstore.trainer.predict.export import OBJECT_TYPES
@@ -23,3 +24,7 @@ def test_window_choices_are_the_blending_windows() -> None:
 
 def test_level_choices_are_the_compare_levels() -> None:
     assert tuple(v.value for v in Level) == LEVELS
+
+
+def test_quantize_choices_are_the_feature_quantizations() -> None:
+    assert tuple(v.value for v in Quantize) == QUANTIZE

@@ -75,6 +75,7 @@ def bench_checksums(encoder: str = "vit-b-22k", *, n_tiles: int = 32, tile_size:
             for _ in range(repeats):
                 for index in blocks:
                     for k in range(4):
+                        # raw reads on purpose: this times the checked decode of the stored chunks
                         read_rows(group[f"level_{k}"], index, finite=finite)
             timings[finite] = time.perf_counter() - start
     return {

@@ -154,7 +154,7 @@ class Loader:
 
     def tile_bytes(self, views: int) -> int:
         """RAM of one tile with ``views`` views of the used levels, its image and its targets."""
-        itemsize = np.dtype(self.group[f"level_{self.levels[0]}"].dtype).itemsize if self.levels else 0
+        itemsize = np.dtype(self.reader.transform.dtype).itemsize if self.levels else 0  # decoded, not int8 codes
         return tile_bytes(level_sizes=[int(np.prod(self.level_shapes[k])) for k in self.levels], itemsize=itemsize,
                           views=views, tile_size=self.tile_size, has_types=self.has_types)
 

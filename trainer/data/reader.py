@@ -13,6 +13,7 @@ import numpy as np
 import zarr
 
 from embedstore.store import Store
+from embedstore.store.features import load_transform, read_features
 from embedstore.store.integrity import read_rows
 from embedstore.trainer.targets.maps import Targets, compute_targets
 
@@ -66,6 +67,7 @@ class BlockReader:
         self.has_types = has_types
         self.magnification = magnification
         self.targets = targets
+        self.transform = load_transform(group)  # int8 / PCA parameters, loaded once for every block
 
     def read(self, index: np.ndarray, views: np.ndarray | None) -> BlockTiles:
         """Tiles ``index`` (sorted, one block); keep only ``views`` per tile (None keeps all views).
@@ -76,7 +78,7 @@ class BlockReader:
         ids = self.store.sample_ids
         levels = []
         for k in self.levels:
-            block = read_rows(self.group[f"level_{k}"], index, sample_ids=ids, finite=True)
+            block = read_features(self.group, k, index, sample_ids=ids, transform=self.transform)
             levels.append(block if views is None else block[np.arange(index.size), views][:, None])
         images = read_rows(self.store.group["images"], index, sample_ids=ids)
         targets = [self.targets.get(int(t)) for t in index]

@@ -21,6 +21,7 @@ import numpy as np
 from embedstore.errors import EmbedstoreError
 from embedstore.imaging.tiling import TileBlender, Window
 from embedstore.store import Store
+from embedstore.store.features import load_transform, read_features
 from embedstore.store.integrity import read_rows
 from embedstore.trainer.run_folder import RunConfig, RunDir
 
@@ -143,7 +144,7 @@ def read_tiles(store: Store, encoder_key: str, levels: tuple[int, ...], index: n
 
     Returns
     -------
-    levels : list of (n, C_k, h_k, w_k) arrays in the storage dtype (empty for ``levels=()``).
+    levels : list of (n, C_k, h_k, w_k) decoded arrays (float16, or float32 for fp32 stores; empty for ``levels=()``).
     images : (n, S, S, 3) uint8.
     """
     index = np.asarray(index, dtype=np.int64)
@@ -153,7 +154,10 @@ def read_tiles(store: Store, encoder_key: str, levels: tuple[int, ...], index: n
         raise ValueError("read_tiles needs sorted, distinct tile indices")
     ids = store.sample_ids
     group = store.features(encoder_key) if levels else None  # the no-encoder baseline reads no feature array
-    feats = [read_rows(group[f"level_{k}"], index, sample_ids=ids, finite=True)[:, 0] for k in levels]
+    feats = []
+    if group is not None:
+        transform = load_transform(group)  # int8 / PCA stores decode to the float channels decoders trained on
+        feats = [read_features(group, k, index, sample_ids=ids, transform=transform)[:, 0] for k in levels]
     images = read_rows(store.group["images"], index, sample_ids=ids)
     return feats, images
 

@@ -13,6 +13,9 @@ import torch
 
 from embedstore.encoders import EncoderSpec, FrozenEncoder, build_encoder, get_spec
 from embedstore.errors import EmbedstoreError
+from embedstore.extract.compact import DeviceTransform, decoder_inputs
+from embedstore.store import open_store
+from embedstore.store.features import load_transform
 from embedstore.trainer.inference.maps import LoadedRun, load_run, map_channels, predict_maps
 from embedstore.trainer.model.checkpoint import read_metadata
 from embedstore.trainer.run_folder import RunDir
@@ -28,6 +31,8 @@ class RunModel:
     encoder: FrozenEncoder
     decoder: LoadedRun
     fingerprint_matches: bool
+    transform: DeviceTransform | None = None
+    """The training group's PCA / int8 transform (None: the decoders read the encoder's levels as they are)."""
 
     @property
     def seed(self) -> int:
@@ -63,7 +68,8 @@ class RunModel:
         if self.decoder.levels:  # the no-encoder baseline reads no level: the encoder does not run
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 levels = self.encoder(images)
-            used = [levels[k] for k in self.decoder.levels]
+            used = [levels[k] if self.transform is None else decoder_inputs(self.transform, levels[k], k)
+                    for k in self.decoder.levels]
         maps = predict_maps(self.decoder.models, used, tiles, device)[0]
         return np.stack([m.planes() for m in maps])
 
@@ -137,4 +143,28 @@ def load_run_model(run: str | Path, *, weights: str | Path | None = None, seed: 
         if not allow_fingerprint_mismatch:
             raise EmbedstoreError(f"{message}; pass the weights it used or --allow-fingerprint-mismatch")
         warnings.warn(message, stacklevel=2)
-    return RunModel(encoder=encoder, decoder=decoder, fingerprint_matches=matches)
+    return RunModel(encoder=encoder, decoder=decoder, fingerprint_matches=matches,
+                    transform=_training_transform(config.store, config.encoder_key, decoder, encoder))
+
+
+def _training_transform(store: str, key: str, decoder: LoadedRun, encoder: FrozenEncoder) -> DeviceTransform | None:
+    """The PCA / int8 transform of the group the run was trained on, read from its store; None when the
+    group has none. A run whose decoders read fewer channels than the encoder gives (a PCA group) needs
+    that store: without it the error says so in one line."""
+    if not decoder.levels:
+        return None
+    try:
+        group = open_store(store).features(key)
+    except EmbedstoreError:
+        group = None
+    transform = load_transform(group) if group is not None else None
+    if transform is not None and not transform.identity:
+        return DeviceTransform(transform, decoder.device)
+    cfg = decoder.models[0].cfg
+    native = [c for c, _, _ in encoder.level_shapes(cfg.tile_size)]
+    wanted = [cfg.level_dims[k] for k in decoder.levels]
+    if [native[k] for k in decoder.levels] != wanted:
+        raise EmbedstoreError(f"the run's decoders read {wanted} channels, the encoder gives "
+                              f"{[native[k] for k in decoder.levels]}: it was trained on PCA-reduced features of "
+                              f"{store}, and predict needs that store to project new images the same way")
+    return None

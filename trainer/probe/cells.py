@@ -19,6 +19,7 @@ import zarr
 from embedstore.errors import EmbedstoreError
 from embedstore.progress import progress_bar
 from embedstore.store import open_store
+from embedstore.store.features import load_transform, read_features
 from embedstore.store.integrity import read_rows
 from embedstore.store.zarr_store import Store, feature_key
 
@@ -103,11 +104,13 @@ def pool_cell_tokens(store: Store | str | Path, encoder_key: str, levels: Sequen
     blocks = [b for b in store.blocks() if np.any((tiles >= b.start) & (tiles < b.stop))]
     with progress_bar(f"cells {split}", total=len(tiles), unit="tiles", enabled=show_progress) as advance:
         ids = store.sample_ids
+        transform = load_transform(group)
         for block in blocks:
             index = tiles[(tiles >= block.start) & (tiles < block.stop)]
             inst = read_rows(store.array("labels/instance"), index, sample_ids=ids)
             klass = read_rows(store.array("labels/class"), index, sample_ids=ids)
-            level_rows = {k: read_rows(group[f"level_{k}"], index, sample_ids=ids, finite=True)[:, 0] for k in levels}
+            level_rows = {k: read_features(group, k, index, sample_ids=ids, transform=transform)[:, 0]
+                          for k in levels}
             for j, t in enumerate(index):
                 cells = np.unique(inst[j])
                 cells = cells[cells > 0]
