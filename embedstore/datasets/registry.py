@@ -11,7 +11,7 @@ import inspect
 import os
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +76,28 @@ def _coerce(dataset: str, option: str, value: object, hint: object) -> object:
     raise EmbedstoreError(f"{dataset} option {option}={value!r}: expected {hint}")
 
 
+def _adapter(name: str) -> Adapter:
+    if name not in ADAPTERS:
+        raise EmbedstoreError(f"unknown dataset {name!r}; valid datasets: {', '.join(ADAPTERS)}")
+    return ADAPTERS[name]
+
+
+def dataset_options(name: str, options: Mapping[str, object]) -> dict[str, object]:
+    """``options`` checked against dataset ``name``'s adapter and converted to its types.
+
+    ``-o merge_types=false`` on the command line and ``merge_types = false`` in a TOML plan give the same
+    dict, so they give the same store signature. Unknown names or options raise EmbedstoreError.
+    """
+    params = _options(_adapter(name).build)
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise EmbedstoreError(
+            f"unknown option {unknown[0]!r} for dataset {name}; valid options: {', '.join(params) or 'none'}"
+        )
+    hints = typing.get_type_hints(_adapter(name).build)
+    return {k: _coerce(name, k, v, hints[k]) for k, v in options.items()}
+
+
 def get_dataset(
     name: str,
     data_dir: str | Path | None = None,
@@ -90,17 +112,8 @@ def get_dataset(
     adapter's own (see :func:`list_datasets`). Unknown names or options raise EmbedstoreError listing
     the valid ones.
     """
-    if name not in ADAPTERS:
-        raise EmbedstoreError(f"unknown dataset {name!r}; valid datasets: {', '.join(ADAPTERS)}")
-    adapter = ADAPTERS[name]
-    params = _options(adapter.build)
-    unknown = sorted(set(options) - set(params))
-    if unknown:
-        raise EmbedstoreError(
-            f"unknown option {unknown[0]!r} for dataset {name}; valid options: {', '.join(params) or 'none'}"
-        )
-    hints = typing.get_type_hints(adapter.build)
-    kwargs = {k: _coerce(name, k, v, hints[k]) for k, v in options.items()}
+    adapter = _adapter(name)
+    kwargs = dataset_options(name, options)
     tile_size = typing.cast(int, _coerce(name, "tile_size", tile_size, int))
     stride = typing.cast("int | None", _coerce(name, "stride", stride, int | None))
     if not adapter.needs_data_dir:

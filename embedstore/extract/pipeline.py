@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from embedstore.datasets import get_dataset
+from embedstore.datasets import dataset_options, get_dataset
 from embedstore.encoders import build_encoder, get_spec
 from embedstore.errors import EmbedstoreError
 from embedstore.device import resolve_device
@@ -26,7 +26,7 @@ def ingest_dataset(location: str | Path, dataset: str, *, data_dir: str | Path |
                    options: dict[str, Any] | None = None, tile_size: int = 256, stride: int | None = None,
                    show_progress: bool = True) -> Store:
     """Tile a dataset from its native layout into the store (a no-op when already ingested)."""
-    options = dict(options or {})
+    options = dataset_options(dataset, options or {})  # typed values: the CLI's "false" is a plan's false
     adapter = get_dataset(dataset, data_dir, tile_size=tile_size, stride=stride, **options)
     signature = {**options, "stride": stride if stride is not None else tile_size}
     return ingest(adapter, location, tile_size=tile_size, options=signature, show_progress=show_progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,14 @@ from embedstore.store.zarr_store import (
 )
 
 
+def recorded_options(options: Mapping[str, Any]) -> dict[str, str]:
+    """The ingest options as the store's ``dataset.options`` attribute records them: sorted, as strings."""
+    return {k: str(v) for k, v in sorted(options.items())}
+
+
 def _dataset_signature(dataset: TileDataset, tile_size: int, options: dict[str, Any]) -> dict[str, Any]:
     info = dataset.info.to_dict()
-    info["options"] = {k: str(v) for k, v in sorted(options.items())}
+    info["options"] = recorded_options(options)
     info["n_samples"] = len(dataset)
     info["tile_size"] = tile_size
     return info

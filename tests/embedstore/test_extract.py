@@ -161,3 +161,24 @@ def test_the_dtype_option_names_auto_and_exactly_the_compute_dtypes() -> None:
     assert resolve_dtype("auto", torch.device("cpu")) == "fp32"
     with pytest.raises(EmbedstoreError, match="--dtype fp8"):
         resolve_dtype("fp8", torch.device("cpu"))
+
+
+def test_a_typed_option_and_its_command_line_text_record_one_signature() -> None:
+    """``-o merge_types=false`` (text) and ``merge_types = false`` in a TOML plan (a bool) name one store."""
+    from embedstore.datasets import dataset_options
+    from embedstore.store.ingest import recorded_options
+
+    typed, text = (recorded_options(dataset_options("consep", {"merge_types": v})) for v in (False, "false"))
+    assert typed == text == {"merge_types": "False"}
+    assert recorded_options(dataset_options("consep", {"merge_types": "yes"})) == {"merge_types": "True"}
+    with pytest.raises(EmbedstoreError, match="merge_types='maybe'"):
+        dataset_options("consep", {"merge_types": "maybe"})
+
+
+def test_ingest_records_the_typed_options_and_reuses_the_store(tmp_path: Path) -> None:
+    location = tmp_path / "x.zarr"
+    first = ingest_dataset(location, "synthetic", options={"n": "8"}, tile_size=32, show_progress=False)
+    again = ingest_dataset(location, "synthetic", options={"n": 8}, tile_size=32, show_progress=False)
+    assert first.dataset["options"] == again.dataset["options"] == {"n": "8", "stride": "32"}
+    with pytest.raises(EmbedstoreError, match="other options"):
+        ingest_dataset(location, "synthetic", options={"n": "9"}, tile_size=32, show_progress=False)

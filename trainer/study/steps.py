@@ -154,9 +154,12 @@ class Step:
 
 
 def dataset_signature(dataset: DatasetPlan) -> dict[str, Any]:
-    """The ingest options a store records (``dataset.options`` attribute), as strings."""
+    """The ingest options a store records (``dataset.options`` attribute), as ``embed extract`` writes them."""
+    from embedstore.datasets import dataset_options
+    from embedstore.store.ingest import recorded_options
+
     stride = dataset.stride if dataset.stride is not None else dataset.tile_size
-    return {k: str(v) for k, v in sorted({**dataset.options, "stride": stride}.items())}
+    return recorded_options({**dataset_options(dataset.adapter, dataset.options), "stride": stride})
 
 
 @dataclass(eq=False)

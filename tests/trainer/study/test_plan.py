@@ -8,6 +8,7 @@ import pytest
 
 from embedstore.errors import EmbedstoreError
 from embedstore.trainer.study.plan import BASELINE, load_plan
+from embedstore.trainer.study.steps import dataset_signature
 
 GOOD = """
 out = "results"
@@ -125,4 +126,5 @@ def test_the_example_real_plan_loads(real_data: Path) -> None:
     assert [d.name for d in plan.datasets] == ["monuseg", "consep"]
     assert all(d.data_dir is not None and d.data_dir.is_dir() for d in plan.datasets)
     assert plan.datasets[1].options == {"merge_types": False}
+    assert dataset_signature(plan.datasets[1]) == {"merge_types": "False", "stride": "256"}  # as `-o merge_types=false`
     assert plan.settings.seeds == (0, 1, 2) and plan.baseline.levels == ()
