@@ -17,6 +17,8 @@ from typing import Any, get_args
 from embedstore.datasets.registry import ADAPTERS
 from embedstore.errors import EmbedstoreError
 from embedstore.extract.precision import ComputeDtype
+from embedstore.store.codecs import DEFAULT_CODEC, codec_name, codec_record, parse_codec
+from embedstore.store.features import QUANTIZE
 from embedstore.store.zarr_store import feature_key
 from embedstore.trainer.fit.variants import Variant, parse_levels
 from embedstore.trainer.model.presets import PRESETS
@@ -86,19 +88,51 @@ class DatasetPlan:
 
 @dataclass(frozen=True)
 class EncoderPlan:
-    """One ``[[encoder]]``: a registry name (or ``timm:<model>``), its weights and the seed of random weights.
+    """One ``[[encoder]]``: a registry name (or ``timm:<model>``), its weights, the seed of random weights
+    and how its features are stored (``embed extract --codec / --quantize / --pca``).
 
-    ``weights`` is "hub", "random" or an absolute path to a weights file.
+    ``weights`` is "hub", "random" or an absolute path to a weights file. An encoder stored other than
+    the default (float16, zstd 3) gets a store of its own per dataset (:func:`encoder_store`), so one
+    study can set the same encoder's float16, int8 and PCA features side by side.
     """
 
     name: str
     weights: str
     seed: int = 0
+    codec: str = DEFAULT_CODEC
+    quantize: str | None = None
+    pca: int | None = None
 
     @property
     def key(self) -> str:
         """The feature group name in a store (``timm:resnet50`` -> ``timm-resnet50``)."""
         return feature_key(self.name)
+
+    @property
+    def storage(self) -> str:
+        """"" for default storage, else e.g. ``pca256-int8`` or ``zstd-7-bitshuffle``: names its store and rows."""
+        parts = [f"pca{self.pca}"] if self.pca is not None else []
+        parts += [self.quantize] if self.quantize is not None else []
+        parts += [self.codec.replace(":", "-")] if self.codec != DEFAULT_CODEC else []
+        return "-".join(parts)
+
+    @property
+    def id(self) -> str:
+        """The encoder's name in step ids and run folders: the key, plus the storage when not the default."""
+        return f"{self.key}-{self.storage}" if self.storage else self.key
+
+    @property
+    def label(self) -> str:
+        """The encoder's row name in the tables (``timm:vit_base_patch16_224 int8``)."""
+        return f"{self.name} {self.storage}" if self.storage else self.name
+
+
+def encoder_store(dataset: DatasetPlan, encoder: EncoderPlan) -> Path:
+    """Where ``encoder``'s features of ``dataset`` go: the dataset's store, or ``<store>-<storage>.zarr``
+    beside it for non-default storage (a store holds one feature group per encoder)."""
+    if not encoder.storage:
+        return dataset.store
+    return dataset.store.with_name(f"{dataset.store.name.removesuffix('.zarr')}-{encoder.storage}.zarr")
 
 
 @dataclass(frozen=True)
@@ -121,7 +155,7 @@ class StudyPlan:
 
 _TOP = ("out", "stores", "seeds", "defaults", "dataset", "encoder", "variant")
 _DATASET = ("name", "adapter", "data_dir", "options", "store", "tile_size", "stride")
-_ENCODER = ("name", "weights", "seed")
+_ENCODER = ("name", "weights", "seed", "codec", "quantize", "pca")
 _VARIANT = ("name", "levels", "decoder")
 
 
@@ -262,8 +296,17 @@ def _encoders(plan: Path, tables: Any) -> tuple[EncoderPlan, ...]:
                 r.fail(f"encoder[{i}].weights = {weights!r}: expected hub, random or a weights file "
                        f"(no such file {path})")
             weights = str(path)
-        out.append(EncoderPlan(name=name, weights=weights, seed=int(r.get("seed", int, 0))))
-    _distinct(plan, "encoder", [e.key for e in out])
+        codec = str(r.get("codec", str, DEFAULT_CODEC))
+        try:  # as NAME:LEVEL:SHUFFLE, so zstd:3 is the default and zstd:7 names zstd:7:bitshuffle
+            codec = codec_name(codec_record(parse_codec(codec)))
+        except EmbedstoreError as err:
+            r.fail(f"encoder[{i}].codec = {codec!r}: {err}")
+        quantize = r.choice("quantize", QUANTIZE, "none")
+        pca = r.get("pca", int)
+        out.append(EncoderPlan(name=name, weights=weights, seed=int(r.get("seed", int, 0)), codec=codec,
+                               quantize=None if quantize == "none" else quantize,
+                               pca=None if pca is None else r.positive("pca", pca)))
+    _distinct(plan, "encoder", [e.id for e in out])
     return tuple(out)
 
 

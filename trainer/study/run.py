@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from embedstore.errors import EmbedstoreError
-from embedstore.trainer.study.plan import DatasetPlan, EncoderPlan, StudyPlan
+from embedstore.trainer.study.plan import DatasetPlan, EncoderPlan, StudyPlan, encoder_store
 from embedstore.trainer.study.steps import CompareStep, Context, ExtractStep, Step, build_steps
 
 Say = Callable[[str], object]
@@ -105,19 +105,23 @@ def count_tiles(dataset: DatasetPlan) -> int | None:
 
 def estimate_sizes(plan: StudyPlan) -> list[SizeEstimate]:
     """Uncompressed store sizes: tiles x (RGB + int32 instance + uint8 class) and tiles x views x the
-    encoder's levels x the storage item size (2 bytes for float16, 4 for fp32)."""
+    encoder's levels (C = min(pca, C) under PCA) x the storage item size (2 bytes for float16, 4 for fp32,
+    1 for int8)."""
+    from embedstore.extract.compact import stored_shapes
     from embedstore.store import store_bytes
 
-    itemsize = 4 if plan.settings.dtype == "fp32" else 2
     views = plan.settings.views
     out = []
     for dataset in plan.datasets:
         tiles = count_tiles(dataset)
         side = dataset.tile_size
-        on_disk = store_bytes(dataset.store) if dataset.store.exists() else 0
         for encoder in plan.encoders:
-            per_tile = sum(c * h * w for c, h, w in level_shapes(encoder.name, side)) * views * itemsize
-            out.append(SizeEstimate(dataset=dataset.name, encoder=encoder.name, tiles=tiles, views=views,
+            store = encoder_store(dataset, encoder)
+            on_disk = store_bytes(store) if store.exists() else 0
+            itemsize = 1 if encoder.quantize == "int8" else 4 if plan.settings.dtype == "fp32" else 2
+            shapes = stored_shapes(level_shapes(encoder.name, side), encoder.pca)
+            per_tile = sum(c * h * w for c, h, w in shapes) * views * itemsize
+            out.append(SizeEstimate(dataset=dataset.name, encoder=encoder.label, tiles=tiles, views=views,
                                     tile_bytes=None if tiles is None else tiles * side * side * 8,
                                     feature_bytes=None if tiles is None else tiles * per_tile, on_disk=on_disk))
     return out

@@ -33,7 +33,7 @@ from typing import Any
 from embedstore.errors import EmbedstoreError
 from embedstore.trainer.fit.variants import Variant
 from embedstore.trainer.run_folder import RunDir
-from embedstore.trainer.study.plan import BASELINE, DatasetPlan, EncoderPlan, StudyPlan
+from embedstore.trainer.study.plan import BASELINE, DatasetPlan, EncoderPlan, StudyPlan, encoder_store
 
 Say = Callable[[str], object]
 
@@ -172,11 +172,15 @@ class ExtractStep(Step):
 
     @property
     def id(self) -> str:
-        return f"extract/{self.dataset.name}/{self.encoder.key}"
+        return f"extract/{self.dataset.name}/{self.encoder.id}"
+
+    @property
+    def store(self) -> Path:
+        return encoder_store(self.dataset, self.encoder)
 
     def describe(self) -> str:
-        return (f"extract {self.dataset.name} ({self.dataset.adapter}) with {self.encoder.name} "
-                f"(weights {self.encoder.weights}) -> {self.dataset.store}")
+        return (f"extract {self.dataset.name} ({self.dataset.adapter}) with {self.encoder.label} "
+                f"(weights {self.encoder.weights}) -> {self.store}")
 
     def storage_dtype(self, ctx: Context) -> str:
         return "float32" if ctx.plan.settings.dtype == "fp32" else "float16"
@@ -185,10 +189,10 @@ class ExtractStep(Step):
         """The feature group's attributes when the store holds this dataset and encoder, else why not."""
         from embedstore.store import open_store
 
-        if not self.dataset.store.exists():
+        if not self.store.exists():
             return None, "no store yet"
         try:
-            store = open_store(self.dataset.store, mode="r")
+            store = open_store(self.store, mode="r")
         except EmbedstoreError as err:
             return None, f"unreadable store ({err})"
         if not store.ingest_complete:
@@ -200,7 +204,7 @@ class ExtractStep(Step):
         group = store.features(self.encoder.key)
         attrs = dict(group.attrs)
         if not self._same_encoder(ctx, attrs):
-            return None, f"features/{self.encoder.key} holds other weights or settings"
+            return None, f"features/{self.encoder.key} holds other weights, settings or storage"
         import numpy as np
 
         done = np.asarray(group["done"][:]).all(axis=1)
@@ -210,6 +214,7 @@ class ExtractStep(Step):
 
     def _same_encoder(self, ctx: Context, attrs: dict[str, Any]) -> bool:
         from embedstore.encoders import get_spec
+        from embedstore.store.codecs import codec_name
 
         spec = json.loads(json.dumps(get_spec(self.encoder.name).to_dict()))
         expected = ctx.weights_fingerprint(self.encoder)
@@ -217,7 +222,10 @@ class ExtractStep(Step):
                       else attrs.get("fingerprint") == expected)
         return (attrs.get("encoder") == spec and weights_ok and attrs.get("views") == ctx.plan.settings.views
                 and attrs.get("tile_size") == self.dataset.tile_size
-                and attrs.get("storage_dtype") == self.storage_dtype(ctx))
+                and attrs.get("storage_dtype") == ("int8" if self.encoder.quantize == "int8" else self.storage_dtype(ctx))
+                and codec_name(attrs.get("codec")) == self.encoder.codec
+                and (attrs.get("transform") or {}).get("pca") == self.encoder.pca
+                and (attrs.get("transform") or {}).get("quantize") == self.encoder.quantize)
 
     def own_status(self, ctx: Context) -> Status:
         attrs, detail = self._group_attrs(ctx)
@@ -233,12 +241,13 @@ class ExtractStep(Step):
         from embedstore.extract.pipeline import extract_into_store
 
         s = ctx.plan.settings
-        self.dataset.store.parent.mkdir(parents=True, exist_ok=True)
+        self.store.parent.mkdir(parents=True, exist_ok=True)
         report = extract_into_store(
-            self.dataset.store, self.encoder.name, dataset=self.dataset.adapter, data_dir=self.dataset.data_dir,
+            self.store, self.encoder.name, dataset=self.dataset.adapter, data_dir=self.dataset.data_dir,
             options=dict(self.dataset.options), tile_size=self.dataset.tile_size, stride=self.dataset.stride,
             weights=self.encoder.weights, seed=self.encoder.seed, batch_size=s.batch_size, device=s.device,
-            dtype=s.dtype, views=s.views, show_progress=ctx.show_progress)
+            dtype=s.dtype, views=s.views, codec=self.encoder.codec, pca=self.encoder.pca,
+            quantize=self.encoder.quantize, show_progress=ctx.show_progress)
         ctx.say(f"{self.id}: wrote {report.tiles_written} tiles, {report.tiles_skipped} already committed")
 
 
@@ -270,7 +279,7 @@ class TrainStep(Step):
 
     @property
     def folder_name(self) -> str:
-        return self.encoder.key if self.encoder is not None else BASELINE
+        return self.encoder.id if self.encoder is not None else BASELINE
 
     @property
     def id(self) -> str:
@@ -278,7 +287,7 @@ class TrainStep(Step):
 
     @property
     def encoder_label(self) -> str:
-        return self.encoder.name if self.encoder is not None else BASELINE
+        return self.encoder.label if self.encoder is not None else BASELINE
 
     def out(self, ctx: Context) -> Path:
         return ctx.plan.out / RUNS_FOLDER / self.dataset.name / self.folder_name
@@ -354,7 +363,7 @@ class TrainStep(Step):
             if not batch:
                 continue
             ctx.say(f"{self.id}: {'resuming' if again else 'training'} {', '.join(v.name for v in batch)}")
-            train_variants(self.dataset.store, self.out(ctx), batch, resume=again, **common)
+            train_variants(encoder_store(self.dataset, self.group), self.out(ctx), batch, resume=again, **common)
             for v in batch:
                 ctx.markers.write(self.variant_id(v), prints[v.name], "finished")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,35 @@ def test_the_example_real_plan_loads(real_data: Path) -> None:
     assert plan.datasets[1].options == {"merge_types": False}
     assert dataset_signature(plan.datasets[1]) == {"merge_types": "False", "stride": "256"}  # as `-o merge_types=false`
     assert plan.settings.seeds == (0, 1, 2) and plan.baseline.levels == ()
+
+
+def test_an_encoder_can_be_stored_compact_and_its_storage_names_its_store_and_row(tmp_path: Path) -> None:
+    from embedstore.trainer.study.plan import encoder_store
+
+    extra = ('[[encoder]]\nname = "tiny-vit"\nweights = "random"\nseed = 3\nquantize = "int8"\npca = 8\n'
+             '[[encoder]]\nname = "tiny-vit"\nweights = "random"\nseed = 3\ncodec = "zstd:7"\n')
+    plan = load_plan(write(tmp_path, GOOD.replace("[[variant]]", extra + "[[variant]]", 1)))
+    (fp16, compact, zstd7) = plan.encoders
+    assert (compact.quantize, compact.pca, compact.id, compact.label) == (
+        "int8", 8, "tiny-vit-pca8-int8", "tiny-vit pca8-int8")
+    assert encoder_store(plan.datasets[0], compact) == tmp_path / "results" / "stores" / "syn-pca8-int8.zarr"
+    assert encoder_store(plan.datasets[0], fp16) == plan.datasets[0].store
+    assert (zstd7.codec, zstd7.id) == ("zstd:7:bitshuffle", "tiny-vit-zstd-7-bitshuffle")  # as --codec spells it
+
+
+@pytest.mark.parametrize(("key", "message"), [
+    ('quantize = "int4"', "quantize = 'int4': expected one of none, int8"),
+    ("pca = 0", "pca = 0: must be >= 1"),
+    ('codec = "zstd:12"', "codec = 'zstd:12'"),
+])
+def test_bad_storage_keys_are_refused_by_name(tmp_path: Path, key: str, message: str) -> None:
+    text = GOOD.replace('seed = 3\n', f'seed = 3\n{key}\n', 1)
+    with pytest.raises(EmbedstoreError, match=re.escape(message)):
+        load_plan(write(tmp_path, text))
+
+
+def test_the_same_encoder_stored_the_same_way_twice_is_refused(tmp_path: Path) -> None:
+    """``zstd:3:bitshuffle`` is the default codec spelt out: the same storage, so the same encoder twice."""
+    extra = '[[encoder]]\nname = "tiny-vit"\nweights = "random"\ncodec = "zstd:3:bitshuffle"\n'
+    with pytest.raises(EmbedstoreError, match="tiny-vit given twice"):
+        load_plan(write(tmp_path, GOOD.replace("[[variant]]", extra + "[[variant]]", 1)))

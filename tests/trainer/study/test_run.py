@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,41 @@ def test_a_gated_encoder_without_weights_stops_before_any_work(tmp_path: Path, m
     message = str(err.value)
     assert "\n" not in message and "'uni'" in message and "MahmoodLab/UNI" in message
     assert not (path.parent / "out").exists()  # not even the tiny-vit extraction listed before it started
+
+
+STORED = """[[encoder]]
+name = "tiny-vit"
+weights = "random"
+quantize = "int8"
+[[encoder]]
+name = "tiny-vit"
+weights = "random"
+pca = 16
+"""
+
+
+def test_stored_variants_of_an_encoder_get_their_own_stores_runs_and_rows(study: tuple[Path, list],
+                                                                          tmp_path: Path) -> None:
+    """int8 and PCA-16 rows added to a finished study: only their steps run, each in its own store."""
+    from embedstore.store import open_store
+
+    folder = tmp_path / "copy"
+    shutil.copytree(study[0].parent, folder)
+    path = plan_file(folder, PLAN.replace("[[variant]]", STORED + "[[variant]]"))
+    assert [(s.encoder, s.feature_bytes) for s in run_study(load_plan(path), dry_run=True, say=None).sizes] == [
+        ("tiny-vit", 10 * 4 * 64 * 16 * 2), ("tiny-vit int8", 10 * 4 * 64 * 16), ("tiny-vit pca16", 10 * 4 * 16 * 16 * 2)]
+    report = run_study(load_plan(path), say=None, show_progress=False)
+    ran = [s.id for s in report.steps if s.state == "ran"]
+    assert ran == ["extract/syn/tiny-vit-int8", "extract/syn/tiny-vit-pca16", "train/syn/tiny-vit-int8",
+                   "train/syn/tiny-vit-pca16", "evaluate/syn/tiny-vit-int8/lite-all",
+                   "evaluate/syn/tiny-vit-pca16/lite-all", "compare/syn"]
+    stores = folder / "out" / "stores"
+    int8 = open_store(stores / "syn-int8.zarr").features("tiny-vit")
+    pca = open_store(stores / "syn-pca16.zarr").features("tiny-vit")
+    assert int8.attrs["storage_dtype"] == "int8" and int8["level_0"].dtype == "int8"
+    assert pca.attrs["level_shapes"][0][0] == 16 and pca.attrs["transform"]["pca"] == 16
+    assert "tiny-vit" in open_store(stores / "syn.zarr").feature_keys()
+    with open(folder / "out" / "tables" / "syn" / "comparison.csv", newline="") as f:
+        labels = [r["label"] for r in csv.DictReader(f)]
+    assert labels == ["tiny-vit x lite-all", "tiny-vit int8 x lite-all", "tiny-vit pca16 x lite-all", "baseline"]
+    assert [s.state for s in run_study(load_plan(path), say=None, show_progress=False).steps] == ["done"] * 12
