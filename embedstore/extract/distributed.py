@@ -262,8 +262,8 @@ def _run_blocks(client: Client, plugin: str, store: Store, location: str, *, vie
     start = time.perf_counter()
     futures = {client.submit(extract_block, plugin, location, key, b, batch_size=batch_size, dtype=dtype,
                              key=f"embedstore-extract-{plugin}-{b.start}", pure=False): b for b in pending}
-    with progress_bar(f"extract {key}", total=store.n_samples, unit="tiles", enabled=show_progress) as advance:
-        advance(report.tiles_skipped)
+    with progress_bar(f"extract {key}", total=store.n_samples, unit="tiles", enabled=show_progress,
+                      done=report.tiles_skipped) as advance:
         for future in as_completed(futures):
             block = futures[future]
             try:

@@ -307,10 +307,10 @@ def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, devic
             yield _Block(block_slice, views, levels), items
 
     in_flight: deque[Future] = deque()
-    with progress_bar(f"extract {key}", total=store.n_samples, unit="tiles", enabled=show_progress) as advance, \
+    with progress_bar(f"extract {key}", total=store.n_samples, unit="tiles", enabled=show_progress,
+                      done=report.tiles_skipped) as advance, \
             ThreadPoolExecutor(max_workers=max(1, writers)) as pool, \
             background(_shard_images(store, pending, views), depth=2) as shards:
-        advance(report.tiles_skipped)
         for parts, batch in _batches(shard_stream(shards), batch_size):
             t0 = time.perf_counter()
             arrays = encode_batch(encoder, batch, dev, dtype, np_dtype, on_device)

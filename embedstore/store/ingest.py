@@ -115,9 +115,8 @@ def ingest(dataset: TileDataset, location: str | Path, *, tile_size: int = 256,
         store = _create(text, dataset, tile_size, tiles_per_shard, signature)
     done = np.asarray(store.group["samples/ingested"][:])
     pending = [(k, b) for k, b in enumerate(store.blocks()) if not done[k]]
-    with progress_bar(f"ingest {dataset.info.name}", total=store.n_samples, unit="tiles",
-                      enabled=show_progress) as advance:
-        advance(store.n_samples - sum(b.stop - b.start for _, b in pending))
+    with progress_bar(f"ingest {dataset.info.name}", total=store.n_samples, unit="tiles", enabled=show_progress,
+                      done=store.n_samples - sum(b.stop - b.start for _, b in pending)) as advance:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [(pool.submit(_write_block, store, dataset, k, b), b) for k, b in pending]
             for future, b in futures:
