@@ -477,12 +477,16 @@ class CompareStep(Step):
 
 
 def build_steps(plan: StudyPlan) -> list[Step]:
-    """Every step of the plan in running order: per dataset, extract each encoder, train, evaluate, compare."""
+    """Every step of the plan in running order. Per dataset: extract each encoder; train and evaluate the
+    first encoder, then the baseline, then the other encoders; compare. Each run is scored as soon as it is
+    trained, so a long study that is stopped leaves scored runs, with the floor among the first."""
     steps: list[Step] = []
     for dataset in plan.datasets:
         extracts = [ExtractStep(dataset, e) for e in plan.encoders]
         trains = [TrainStep(dataset, e, e, plan.variants, after=(x,)) for e, x in zip(plan.encoders, extracts)]
-        trains.append(TrainStep(dataset, None, plan.encoders[0], (plan.baseline,), after=(extracts[0],)))
-        evaluations = [EvaluateStep(t, v) for t in trains for v in t.variants]
-        steps += [*extracts, *trains, *evaluations, CompareStep(dataset, tuple(evaluations))]
+        trains.insert(1, TrainStep(dataset, None, plan.encoders[0], (plan.baseline,), after=(extracts[0],)))
+        scored = [(t, [EvaluateStep(t, v) for v in t.variants]) for t in trains]
+        rows = scored[:1] + scored[2:] + scored[1:2]  # table rows: the encoders in plan order, then the baseline
+        evaluations = [e for _, es in rows for e in es]
+        steps += [*extracts, *(s for t, es in scored for s in (t, *es)), CompareStep(dataset, tuple(evaluations))]
     return steps
