@@ -75,7 +75,7 @@ def extract(
     option: Annotated[list[str], typer.Option("--option", "-o", help="Dataset option KEY=VALUE (repeatable).")] = [],
     workers: Annotated[Optional[int], typer.Option(help="Compute on a local dask cluster of N worker processes (on a GPU machine: one per GPU, each pinned to one).")] = None,
     scheduler: Annotated[Optional[str], typer.Option(help="Compute on a running dask cluster: tcp://HOST:PORT of its scheduler (workers must see the store path; see docs/distributed.md).")] = None,
-    codec: Annotated[str, typer.Option(help="Compression of the feature chunks: NAME[:LEVEL][:SHUFFLE] with NAME zstd | lz4 | lz4hc | blosclz | zlib, LEVEL 0-9 (3), SHUFFLE bitshuffle | shuffle | noshuffle (bitshuffle); or none (a crc32c checksum is always kept). E.g. zstd:3:bitshuffle, lz4:5:shuffle, zstd:1.")] = "zstd:3:bitshuffle",
+    codec: Annotated[Optional[str], typer.Option(help="Compression of the feature chunks: NAME[:LEVEL][:SHUFFLE] with NAME zstd | lz4 | lz4hc | blosclz | zlib, LEVEL 0-9 (3), SHUFFLE bitshuffle | shuffle | noshuffle (bitshuffle); or none (a crc32c checksum is always kept). E.g. zstd:3:bitshuffle, lz4:5:shuffle, zstd:1. Default: zstd:3:bitshuffle, and zstd:5:bitshuffle with --quantize int8.")] = None,
     quantize: Annotated[Quantize, typer.Option(help="int8: store each channel as int8 codes with a per-channel scale and offset fitted on train tiles (1 byte per value instead of 2); read back as float16.")] = Quantize.none,
     pca: Annotated[Optional[int], typer.Option(help="Keep K principal components per level (fitted on up to 64 train tiles); decoders then read K channels. Combines with --quantize.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,

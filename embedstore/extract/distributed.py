@@ -47,7 +47,6 @@ from embedstore.extract.run import (
 )
 from embedstore.progress import progress_bar
 from embedstore.store import Store, open_store
-from embedstore.store.codecs import DEFAULT_CODEC
 from embedstore.store.digest import write_manifest
 from embedstore.store.features import load_transform, transform_committed
 
@@ -139,7 +138,7 @@ def peak_rss() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def worker_group_attrs(plugin: str, tile_size: int, views: int, dtype: str, *, codec: str = DEFAULT_CODEC,
+def worker_group_attrs(plugin: str, tile_size: int, views: int, dtype: str, *, codec: str | None = None,
                        pca: int | None = None, quantize: str | None = None) -> dict[str, Any]:
     """Task: the feature group's attributes as a worker sees them (its encoder, device and dtype)."""
     encoder, dev = _host(plugin).get()
@@ -218,7 +217,7 @@ def cluster_client(workers: int | None, scheduler: str | None) -> Iterator[tuple
 
 def extract_on_cluster(store: Store, encoder: str, *, weights: str = "hub", seed: int = 0, batch_size: int = 16,
                        device: str = "auto", dtype: str = "auto", views: int = 1, overwrite: bool = False,
-                       workers: int | None = None, scheduler: str | None = None, codec: str = DEFAULT_CODEC,
+                       workers: int | None = None, scheduler: str | None = None, codec: str | None = None,
                        pca: int | None = None, quantize: str | None = None,
                        show_progress: bool = True) -> ExtractReport:
     """Like :func:`embedstore.extract.run.extract`, with the blocks computed on a dask cluster.

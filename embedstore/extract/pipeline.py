@@ -12,7 +12,6 @@ from embedstore.errors import EmbedstoreError
 from embedstore.device import resolve_device
 from embedstore.extract.run import ExtractReport, check_options, extract
 from embedstore.store import Store, ingest, open_store, store_exists
-from embedstore.store.codecs import DEFAULT_CODEC
 from embedstore.store.lock import store_lock
 
 
@@ -51,7 +50,7 @@ def extract_into_store(location: str | Path, encoder: str, *, dataset: str | Non
                        tile_size: int = 256, stride: int | None = None, weights: str = "hub", seed: int = 0,
                        batch_size: int = 16, device: str = "auto", dtype: str = "auto", views: int = 1,
                        overwrite: bool = False, show_progress: bool = True, workers: int | None = None,
-                       scheduler: str | None = None, codec: str = DEFAULT_CODEC, pca: int | None = None,
+                       scheduler: str | None = None, codec: str | None = None, pca: int | None = None,
                        quantize: str | None = None) -> ExtractReport:
     """Ingest ``dataset`` if needed, then write ``encoder``'s levels for every uncommitted tile.
 

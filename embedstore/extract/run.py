@@ -33,7 +33,7 @@ from embedstore.progress import progress_bar
 from embedstore.encoders.licence import licence_record
 from embedstore.extract.compact import DeviceTransform, check_compact_options, ensure_transform, stored_shapes
 from embedstore.store import CHUNK_CODECS, Store, feature_key
-from embedstore.store.codecs import DEFAULT_CODEC, codec_name, codec_record, codecs_of_record, parse_codec
+from embedstore.store.codecs import codec_name, codec_record, codecs_of_record, default_codec, parse_codec
 from embedstore.store.features import INT8_FILL, transform_request
 from embedstore.store.digest import MANIFEST, write_manifest
 from embedstore.threads import background
@@ -43,10 +43,11 @@ COMPUTE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.f
 FP16_MAX = 65504.0
 
 
-def check_options(*, views: int, batch_size: int, device: str, dtype: str, codec: str = DEFAULT_CODEC,
+def check_options(*, views: int, batch_size: int, device: str, dtype: str, codec: str | None = None,
                   pca: int | None = None, quantize: str | None = None) -> None:
     """Reject bad extraction options before any ingest or model loading work starts."""
-    parse_codec(codec)
+    if codec is not None:
+        parse_codec(codec)
     check_compact_options(pca, quantize)
     if views not in (1, 8):
         raise EmbedstoreError(f"--views {views}: expected 1 or 8")
@@ -74,7 +75,7 @@ class ExtractReport:
 
 
 def group_attrs(encoder: FrozenEncoder, tile_size: int, views: int, dtype: str, stored: str, *,
-                codec: str = DEFAULT_CODEC, pca: int | None = None, quantize: str | None = None) -> dict[str, Any]:
+                codec: str | None = None, pca: int | None = None, quantize: str | None = None) -> dict[str, Any]:
     """Everything needed to reproduce or refuse to mix features: spec, weights (source and sha256
     fingerprint), preprocessing, codec, transform, licence, date and versions.
 
@@ -84,6 +85,7 @@ def group_attrs(encoder: FrozenEncoder, tile_size: int, views: int, dtype: str, 
     """
     quantize = None if quantize == "none" else quantize
     check_compact_options(pca, quantize)
+    codec = default_codec(quantize) if codec is None else codec
     native = encoder.level_shapes(tile_size)
     shapes = stored_shapes(native, pca)
     compact = pca is not None or quantize is not None
@@ -267,15 +269,15 @@ def write_block(group: zarr.Group, index: slice, levels: list[np.ndarray]) -> No
 
 def extract(store: Store, encoder: FrozenEncoder, *, batch_size: int = 16, device: str = "auto",
             dtype: str = "auto", views: int = 1, overwrite: bool = False, writers: int | None = None,
-            codec: str = DEFAULT_CODEC, pca: int | None = None, quantize: str | None = None,
+            codec: str | None = None, pca: int | None = None, quantize: str | None = None,
             show_progress: bool = True) -> ExtractReport:
     """Compute and write the four levels for every tile without a ``done`` marker.
 
     Runs in inference mode (autocast to ``dtype`` off fp32); resumes where a killed run stopped and
     never redoes committed shards. ``writers`` (default: one per CPU core, at most 8) compress and write
     finished shards in parallel: on a GPU the compression, not the encoder, is the bottleneck.
-    ``codec`` (``NAME[:LEVEL][:SHUFFLE]`` or ``none``, see :func:`embedstore.store.codecs.parse_codec`)
-    compresses the level chunks; ``pca`` / ``quantize`` store compacted levels
+    ``codec`` (``NAME[:LEVEL][:SHUFFLE]`` or ``none``, see :func:`embedstore.store.codecs.parse_codec`;
+    None: :func:`embedstore.store.codecs.default_codec`) compresses the level chunks; ``pca`` / ``quantize`` store compacted levels
     (:mod:`embedstore.extract.compact`), fitted once on train tiles before the first shard and reused on resume.
     """
     writers = writers or min(8, max(2, os.cpu_count() or 2))

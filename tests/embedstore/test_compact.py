@@ -18,7 +18,8 @@ from embedstore.errors import EmbedstoreError
 from embedstore.extract import compact, run
 from embedstore.extract.pipeline import extract_into_store
 from embedstore.store import ingest, open_store, store_bytes
-from embedstore.store.codecs import DEFAULT_CODEC, codec_name, codec_record, codecs_of_record, parse_codec
+from embedstore.store.codecs import (DEFAULT_CODEC, INT8_CODEC, codec_name, codec_record, codecs_of_record, default_codec,
+                                     parse_codec)
 from embedstore.store.features import INT8_FILL, load_transform, read_features
 from embedstore.store.integrity import CorruptTileError, read_rows
 from embedstore.store.verify import verify_store
@@ -136,6 +137,20 @@ def test_another_codec_or_transform_is_refused_on_an_existing_group_unless_overw
 def test_an_int8_store_is_smaller_than_float16_on_disk(stores: Callable[..., Path]) -> None:
     int8, fp16 = _level_bytes(stores("int8", quantize="int8")), _level_bytes(stores("fp16"))
     assert int8 < 0.75 * fp16
+
+
+def test_an_int8_group_defaults_to_zstd_5_and_keeps_a_given_codec(stores: Callable[..., Path]) -> None:
+    """int8 has half the bytes to compress: its default is one zstd level up (INT8_CODEC); --codec still wins."""
+    def blosc(path: Path) -> tuple[str, int, int]:
+        group = open_store(path).features(KEY)
+        inner = group["level_0"].metadata.codecs[-1].codecs
+        b = next(c for c in inner if isinstance(c, BloscCodec))
+        return codec_name(group.attrs["codec"]), b.clevel, b.typesize
+
+    assert default_codec("int8") == INT8_CODEC == "zstd:5:bitshuffle" and default_codec(None) == DEFAULT_CODEC
+    assert blosc(stores("int8", quantize="int8")) == ("zstd:5:bitshuffle", 5, 1)
+    assert blosc(stores("int8-zstd3", quantize="int8", codec="zstd:3")) == ("zstd:3:bitshuffle", 3, 1)
+    assert blosc(stores("fp16")) == ("zstd:3:bitshuffle", 3, 2)
 
 
 def test_int8_features_decode_to_float16_with_the_float16_shapes(stores: Callable[..., Path]) -> None:

@@ -17,7 +17,7 @@ from typing import Any, get_args
 from embedstore.datasets.registry import ADAPTERS
 from embedstore.errors import EmbedstoreError
 from embedstore.extract.precision import ComputeDtype
-from embedstore.store.codecs import DEFAULT_CODEC, codec_name, codec_record, parse_codec
+from embedstore.store.codecs import codec_name, codec_record, default_codec, parse_codec
 from embedstore.store.features import QUANTIZE
 from embedstore.store.zarr_store import feature_key
 from embedstore.trainer.fit.variants import Variant, parse_levels
@@ -91,17 +91,22 @@ class EncoderPlan:
     """One ``[[encoder]]``: a registry name (or ``timm:<model>``), its weights, the seed of random weights
     and how its features are stored (``embed extract --codec / --quantize / --pca``).
 
-    ``weights`` is "hub", "random" or an absolute path to a weights file. An encoder stored other than
-    the default (float16, zstd 3) gets a store of its own per dataset (:func:`encoder_store`), so one
+    ``weights`` is "hub", "random" or an absolute path to a weights file; ``codec`` is spelt
+    ``NAME:LEVEL:SHUFFLE``. An encoder stored other than the default (float16, zstd 3) gets a store of its
+    own per dataset (:func:`encoder_store`), so one
     study can set the same encoder's float16, int8 and PCA features side by side.
     """
 
     name: str
     weights: str
     seed: int = 0
-    codec: str = DEFAULT_CODEC
+    codec: str = ""
     quantize: str | None = None
     pca: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.codec:  # "": the default of this storage
+            object.__setattr__(self, "codec", default_codec(self.quantize))
 
     @property
     def key(self) -> str:
@@ -113,7 +118,7 @@ class EncoderPlan:
         """"" for default storage, else e.g. ``pca256-int8`` or ``zstd-7-bitshuffle``: names its store and rows."""
         parts = [f"pca{self.pca}"] if self.pca is not None else []
         parts += [self.quantize] if self.quantize is not None else []
-        parts += [self.codec.replace(":", "-")] if self.codec != DEFAULT_CODEC else []
+        parts += [self.codec.replace(":", "-")] if self.codec != default_codec(self.quantize) else []
         return "-".join(parts)
 
     @property
@@ -296,12 +301,12 @@ def _encoders(plan: Path, tables: Any) -> tuple[EncoderPlan, ...]:
                 r.fail(f"encoder[{i}].weights = {weights!r}: expected hub, random or a weights file "
                        f"(no such file {path})")
             weights = str(path)
-        codec = str(r.get("codec", str, DEFAULT_CODEC))
+        quantize = r.choice("quantize", QUANTIZE, "none")
+        codec = str(r.get("codec", str, default_codec(None if quantize == "none" else quantize)))
         try:  # as NAME:LEVEL:SHUFFLE, so zstd:3 is the default and zstd:7 names zstd:7:bitshuffle
             codec = codec_name(codec_record(parse_codec(codec)))
         except EmbedstoreError as err:
             r.fail(f"encoder[{i}].codec = {codec!r}: {err}")
-        quantize = r.choice("quantize", QUANTIZE, "none")
         pca = r.get("pca", int)
         out.append(EncoderPlan(name=name, weights=weights, seed=int(r.get("seed", int, 0)), codec=codec,
                                quantize=None if quantize == "none" else quantize,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from embedstore.errors import EmbedstoreError
-from embedstore.trainer.study.plan import BASELINE, load_plan
+from embedstore.trainer.study.plan import BASELINE, EncoderPlan, load_plan
 from embedstore.trainer.study.steps import dataset_signature
 
 GOOD = """
@@ -143,6 +143,8 @@ def test_an_encoder_can_be_stored_compact_and_its_storage_names_its_store_and_ro
     assert encoder_store(plan.datasets[0], compact) == tmp_path / "results" / "stores" / "syn-pca8-int8.zarr"
     assert encoder_store(plan.datasets[0], fp16) == plan.datasets[0].store
     assert (zstd7.codec, zstd7.id) == ("zstd:7:bitshuffle", "tiny-vit-zstd-7-bitshuffle")  # as --codec spells it
+    assert compact.codec == "zstd:5:bitshuffle"  # the int8 default: not part of the name
+    assert EncoderPlan("tiny-vit", "random", quantize="int8", codec="zstd:3:bitshuffle").storage == "int8-zstd-3-bitshuffle"
 
 
 @pytest.mark.parametrize(("key", "message"), [
