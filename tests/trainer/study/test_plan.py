@@ -163,3 +163,10 @@ def test_the_same_encoder_stored_the_same_way_twice_is_refused(tmp_path: Path) -
     extra = '[[encoder]]\nname = "tiny-vit"\nweights = "random"\ncodec = "zstd:3:bitshuffle"\n'
     with pytest.raises(EmbedstoreError, match="tiny-vit given twice"):
         load_plan(write(tmp_path, GOOD.replace("[[variant]]", extra + "[[variant]]", 1)))
+
+
+def test_the_example_consep_plan_sets_vit_b_as_float16_int8_and_pca_256(real_data: Path) -> None:
+    plan = load_plan(Path(__file__).resolve().parents[3] / "examples" / "study-consep.toml")
+    assert [e.id for e in plan.encoders] == ["timm-vit_base_patch16_224", "timm-resnet50",
+                                              "timm-vit_base_patch16_224-int8", "timm-vit_base_patch16_224-pca256"]
+    assert plan.encoders[2].codec == "zstd:5:bitshuffle" and plan.settings.epochs == 2
